@@ -1,0 +1,27 @@
+# Two entry points do all set-up on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint clean
+
+install: $(STAMP)
+
+# Rebuilt only when the pins change. PyRadiomics: its PyPI sdist 3.1.0 does not build on Python 3.11;
+# pyradiomics-bhklab is a re-packaging of PyRadiomics 3.1 (same `radiomics` import, values identical to
+# 3.0.1) that installs from a wheel, so no --no-build-isolation dance is needed.
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --constraint requirements.lock --editable '.[dev]' 2>&1 | grep -v '^WARNING: Location' ; test $${PIPESTATUS[0]} -eq 0
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m cagerisk.demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --timeout 900
+
+clean:
+	rm -rf $(VENV)
