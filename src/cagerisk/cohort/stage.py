@@ -161,7 +161,7 @@ def run_cohort_stage(cfg: DictConfig) -> Path:
         (out / "labels.json").write_text(json.dumps(LABELS, indent=2) + "\n")
         table = build_table1(frame)
         table.to_csv(out / "table1.csv", index=False)
-        (out / "table1.md").write_text(table1_markdown(table))
+        (out / "table1.md").write_text(table1_markdown(table), encoding="utf-8")
         if run is not None:
             log_cohort_run(out, frame)
     log.info("cohort of %d patients written to %s", len(frame), out.resolve())

@@ -169,7 +169,7 @@ class PatientRenderer:
         if sequence in ("t1", "t2"):
             inplane = c.sag_inplane * s
             spacing = (inplane, inplane, c.sag_thickness)
-            return grid_from_bounds(((-24.0, 24.0), (-45.0, 70.0), (z0, z1)), spacing, SAGITTAL)
+            return grid_from_bounds(((-30.0, 30.0), (-45.0, 70.0), (z0, z1)), spacing, SAGITTAL)
         lo, hi = a.level_z_range(self.draw.fused_levels)
         inplane = c.ax_inplane * s
         spacing = (inplane, inplane, c.ax_thickness)

@@ -81,7 +81,8 @@ def compare_categorical(table: np.ndarray) -> TestResult:
         return TestResult("n/a", float("nan"))
     expected = stats.contingency.expected_freq(table)
     if (expected < 5).any():
-        return TestResult("Fisher exact", float(stats.fisher_exact(table).pvalue))
+        # scipy returns a 1-element array for r x c tables
+        return TestResult("Fisher exact", float(np.ravel(stats.fisher_exact(table).pvalue)[0]))
     correction = table.shape == (2, 2)
     return TestResult("chi-square", float(stats.chi2_contingency(table, correction=correction).pvalue))
 

@@ -98,3 +98,37 @@ def same_geometry(a: sitk.Image, b: sitk.Image, tolerance: float = 1e-3) -> tupl
         if not np.allclose(va, vb, atol=tolerance, rtol=tolerance):
             return False, f"{name} {tuple(round(v, 4) for v in vb)} != {tuple(round(v, 4) for v in va)}"
     return True, ""
+
+
+def write_dicom_series(image: sitk.Image, folder: str | Path, series_uid: str = "1.2.826.0.1.3680043.8.498.1") -> Path:
+    """Write a 3-D image as a DICOM series of axial-stack slices (one file per k index).
+
+    Position, orientation and spacing tags are set so that ``read_image(folder)`` gives back the
+    same geometry; used to convert or to test DICOM ingestion. Pixel values are stored as int16.
+    """
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    image = sitk.Cast(image, sitk.sitkInt16)
+    direction = image.GetDirection()
+    orientation = "\\".join(f"{v:.6f}" for v in (direction[0], direction[3], direction[6], direction[1], direction[4], direction[7]))
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(image.GetDepth()):
+        slice_ = image[:, :, k]
+        position = image.TransformIndexToPhysicalPoint((0, 0, k))
+        tags = {
+            "0008|0060": "OT",
+            "0020|000d": series_uid + ".1",
+            "0020|000e": series_uid,
+            "0008|0018": f"{series_uid}.{k + 1}",
+            "0020|0013": str(k + 1),
+            "0020|0032": "\\".join(f"{p:.6f}" for p in position),
+            "0020|0037": orientation,
+            "0018|0050": f"{image.GetSpacing()[2]:.6f}",
+            "0028|0030": f"{image.GetSpacing()[1]:.6f}\\{image.GetSpacing()[0]:.6f}",
+        }
+        for tag, value in tags.items():
+            slice_.SetMetaData(tag, value)
+        writer.SetFileName(str(out / f"slice{k:04d}.dcm"))
+        writer.Execute(slice_)
+    return out
