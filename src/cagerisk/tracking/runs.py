@@ -107,7 +107,7 @@ def dvc_lock_hashes(lock_path: str | Path = "dvc.lock", stage: str | None = None
 def stage_run(
     cfg: DictConfig, stage: str, run_name: str | None = None, extra_tags: Mapping[str, str] | None = None
 ) -> Iterator[mlflow.ActiveRun | None]:
-    """One MLflow run for one stage run: flattened config as params, git commit and DVC hashes as tags.
+    """One MLflow run for one stage run: flattened config as params, the git commit as a tag.
 
     Nested under ``tracking.parent_run_id`` (or the ``CAGERISK_PARENT_RUN_ID`` environment variable)
     when a pipeline run set one. ``tracking.enabled=false`` yields ``None`` and logs nothing.
@@ -122,7 +122,6 @@ def stage_run(
     if commit:
         tags["mlflow.source.git.commit"] = commit.removesuffix("-dirty")
         tags["git_commit"] = commit
-    tags.update(dvc_lock_hashes(stage=None))
     with mlflow.start_run(
         experiment_id=experiment_id,
         run_name=run_name or stage,
