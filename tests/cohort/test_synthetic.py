@@ -47,7 +47,11 @@ def test_every_image_has_geometry_and_complete_masks(tiny_cohort: Path):
                 assert not mask.take(0, axis=axis).any() or seq.endswith("ax") and axis == 0
                 assert not mask.take(-1, axis=axis).any() or seq.endswith("ax") and axis == 0
             for roi in ROIS[seq]:
-                assert np.isin(mask, roi_label_values(row["fused_levels"], roi)).sum() > 20
+                roi_mask = np.isin(mask, roi_label_values(row["fused_levels"], roi))
+                assert roi_mask.sum() > 20
+                # a 3-D ROI: PyRadiomics' 3-D texture needs at least two voxels along every axis
+                extent = [np.ptp(np.nonzero(roi_mask)[a]) + 1 for a in range(3)]
+                assert min(extent) >= 2, (row["patient_id"], seq, roi, extent)
             if seq == "ct":
                 assert np.allclose(image.GetSpacing(), np.array(center.ct_spacing) * 3.0)
                 assert np.allclose(image.GetDirection(), center.ct_direction)

@@ -184,7 +184,7 @@ class SpineAnatomy:
         ps_lr = (5.0 + 2.6 * np.clip(t, 0, 4.6)) * self.psoas_scale
         ps_ap = (6.0 + 2.4 * np.clip(t, 0, 4.6)) * self.psoas_scale
         ps_x = body_w + 1.5 + ps_lr
-        # Quadratus lumborum: posterolateral, L1 to L4.
+        # Quadratus lumborum: posterolateral, from L1 down to the iliac crest (about mid L5).
         ql_lr, ql_ap = 15.0 * self.quadratus_scale, 6.0 * self.quadratus_scale
         ql_x = body_w + 35.0 + 2.0 * np.clip(t, 0, 5)
         ql_y = yc + body_d + 18.0
@@ -196,7 +196,7 @@ class SpineAnatomy:
         for side, sign in (("left", 1.0), ("right", -1.0)):
             shapes = (
                 ("psoas", ((x - sign * ps_x) / ps_lr) ** 2 + ((y - (yc - 2.0)) / ps_ap) ** 2, in_span & (t <= 5.0)),
-                ("quadratus", ((x - sign * ql_x) / ql_lr) ** 2 + ((y - ql_y) / ql_ap) ** 2, in_span & (t <= 4.2)),
+                ("quadratus", ((x - sign * ql_x) / ql_lr) ** 2 + ((y - ql_y) / ql_ap) ** 2, in_span & (t <= 5.0)),
                 ("paraspinal", ((x - sign * pa_x) / pa_lr) ** 2 + ((y - pa_y) / pa_ap) ** 2, in_span),
             )
             for muscle, r, valid in shapes:
