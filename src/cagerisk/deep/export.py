@@ -1,0 +1,142 @@
+"""Deep-feature export: pooled penultimate embeddings per (patient, sequence, ROI), and scoring-time use.
+
+The table has one row per patient (``patient_id``) and columns ``{sequence}_{roi}_dl_{k}``; a patient
+missing an input has NaN in that input's columns. ``DeepEmbedder`` loads the saved bundle and embeds
+a new patient's volumes with the very preprocessing used for training.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cagerisk.cohort.schema import ID
+from cagerisk.deep.data import PreprocessSettings, preprocess_volume
+from cagerisk.deep.model import DeepRadiomicsNet, build_deep_net, input_key
+
+__all__ = ["DeepBundle", "DeepEmbedder", "embed_samples", "embedding_table", "feature_columns", "load_deep_bundle", "save_deep_bundle"]
+
+log = logging.getLogger(__name__)
+
+BUNDLE_FORMAT = "cagerisk-deep-1"
+
+
+def feature_columns(inputs: Sequence[tuple[str, str]], embed_dim: int) -> list[str]:
+    return [f"{input_key(seq, roi)}_dl_{k}" for seq, roi in inputs for k in range(embed_dim)]
+
+
+@torch.no_grad()
+def embed_samples(net: DeepRadiomicsNet, samples: Sequence[dict[str, Any]], batch_size: int = 16, device: str = "cpu") -> np.ndarray:
+    """Embeddings ``[n_samples, embed_dim]`` in evaluation mode (no dropout, no augmentation)."""
+    net = net.to(device).eval()
+    out = []
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        image = torch.stack([s["image"] for s in chunk]).to(device)
+        index = torch.tensor([s["input_index"] for s in chunk], device=device)
+        out.append(net.embed(image, index).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, net.embed_dim), dtype=np.float32)
+
+
+def embedding_table(
+    samples: Sequence[dict[str, Any]], embeddings: np.ndarray, inputs: Sequence[tuple[str, str]], patient_ids: Sequence[str]
+) -> pd.DataFrame:
+    """Wide table: one row per patient in ``patient_ids`` order, ``{sequence}_{roi}_dl_{k}`` columns."""
+    embed_dim = embeddings.shape[1]
+    columns = feature_columns(inputs, embed_dim)
+    row_of = {str(pid): i for i, pid in enumerate(patient_ids)}
+    values = np.full((len(patient_ids), len(columns)), np.nan, dtype=np.float32)
+    for sample, emb in zip(samples, embeddings, strict=True):
+        j = inputs.index((sample["sequence"], sample["roi"])) * embed_dim
+        values[row_of[str(sample[ID])], j : j + embed_dim] = emb
+    table = pd.DataFrame(values, columns=columns)
+    table.insert(0, ID, [str(p) for p in patient_ids])
+    return table
+
+
+@dataclass
+class DeepBundle:
+    """What scoring needs: network config and weights, the inputs' order and the preprocessing."""
+
+    deep_cfg: dict[str, Any]  # backbone `_target_` node and head
+    inputs: list[list[str]]
+    state_dict: dict[str, torch.Tensor]
+    input_size: int
+    margin_mm: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def build(self) -> DeepRadiomicsNet:
+        net = build_deep_net(self.deep_cfg, [tuple(p) for p in self.inputs])
+        net.load_state_dict(self.state_dict)
+        return net.eval()
+
+
+def save_deep_bundle(bundle: DeepBundle, path: str | Path) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    torch.save({"format": BUNDLE_FORMAT, **asdict(bundle)}, tmp)
+    tmp.replace(p)
+    return p
+
+
+def load_deep_bundle(path: str | Path) -> DeepBundle:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"deep model {p} does not exist; run `cagerisk deep` first")
+    try:
+        payload = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"deep model {p} is not a readable bundle: {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != BUNDLE_FORMAT:
+        raise ValueError(f"deep model {p} is not a {BUNDLE_FORMAT} bundle")
+    payload = dict(payload)
+    payload.pop("format")
+    return DeepBundle(**payload)
+
+
+class DeepEmbedder:
+    """The trained ViT-3D as a feature extractor for one new patient.
+
+    ``embed({"ct": (ct_image, ct_mask), "t2": (t2_image, t2_mask), ...}, "L4-L5")`` returns the
+    ``{sequence}_{roi}_dl_{k}`` features; images and masks are paths or in-memory volumes (SimpleITK,
+    nibabel, (array, RAS affine) or MetaTensor). Sequences not given yield NaN features.
+    """
+
+    def __init__(self, bundle: DeepBundle, device: str = "cpu") -> None:
+        self.bundle = bundle
+        self.device = device
+        self.net = bundle.build().to(device)
+        self.inputs = [tuple(p) for p in bundle.inputs]
+        self.settings = PreprocessSettings(int(bundle.input_size), float(bundle.margin_mm))
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> DeepEmbedder:
+        return cls(load_deep_bundle(path), device=device)
+
+    @property
+    def columns(self) -> list[str]:
+        return feature_columns(self.inputs, self.net.embed_dim)
+
+    def embed(self, volumes: Mapping[str, tuple[Any, Any]], fused_levels: str, patient_id: str = "new") -> dict[str, float]:
+        samples = []
+        for sequence, (image, mask) in volumes.items():
+            rois = [roi for seq, roi in self.inputs if seq == sequence]
+            if not rois:
+                raise KeyError(f"sequence {sequence!r} is not an input of the deep model ({self.inputs})")
+            cubes = preprocess_volume(image, mask, fused_levels, sequence, rois, self.settings, patient_id=patient_id)
+            for roi, cube in cubes.items():
+                samples.append({"image": cube, "input_index": self.inputs.index((sequence, roi)), ID: patient_id,
+                                "sequence": sequence, "roi": roi})
+        embeddings = embed_samples(self.net, samples, device=self.device) if samples else np.zeros((0, self.net.embed_dim))
+        table = embedding_table(samples, embeddings, self.inputs, [patient_id]) if samples else None
+        if table is None:
+            return dict.fromkeys(self.columns, float("nan"))
+        return {k: float(v) for k, v in table.drop(columns=[ID]).iloc[0].items()}
