@@ -1,0 +1,20 @@
+"""DVC stage `reproducibility`: second-reader radiomics -> ${paths.features}/icc.parquet, mask agreement."""
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from cagerisk.logging_setup import configure_logging
+
+
+@hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parents[1] / "conf"), config_name="config")
+def main(cfg: DictConfig) -> None:
+    configure_logging()
+    from cagerisk.reproducibility.stage import run_reproducibility_stage
+
+    run_reproducibility_stage(cfg)
+
+
+if __name__ == "__main__":
+    main()
