@@ -1,0 +1,20 @@
+"""DVC stage `signatures`: Rad-sign and DL-sign (selection + Optuna classifier search) -> ${paths.models}/signatures."""
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from cagerisk.logging_setup import configure_logging
+
+
+@hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parents[1] / "conf"), config_name="config")
+def main(cfg: DictConfig) -> None:
+    configure_logging()
+    from cagerisk.models.signatures import run_signatures_stage
+
+    run_signatures_stage(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Build the selection steps of a signature from the ``selection`` config, and report what each removed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from sklearn.base import BaseEstimator, is_classifier
+from sklearn.pipeline import Pipeline
+
+FEATURE_KINDS = ("radiomics", "deep")
+ICC_STEP = "icc"
+
+
+def build_selection_steps(
+    selection_cfg: DictConfig | Mapping[str, Any], kind: str, seed: int | None = None
+) -> list[tuple[str, BaseEstimator]]:
+    """The ordered (name, transformer) steps that turn a feature table into a signature's inputs.
+
+    ``selection.<kind>`` maps step names to ``_target_`` nodes in order; a step set to null is
+    skipped. When ``selection.icc.enabled`` is true and ``kind`` is in ``selection.icc.apply_to``,
+    the configured ICC filter comes first, so it sees the feature names and acts before the F-test.
+    Estimators with a ``random_state`` left unset get ``seed``.
+    """
+    if isinstance(selection_cfg, Mapping) and not isinstance(selection_cfg, DictConfig):
+        selection_cfg = OmegaConf.create(dict(selection_cfg))
+    if kind not in selection_cfg or selection_cfg[kind] is None:
+        raise ValueError(f"selection config has no steps for feature kind {kind!r}; expected one of {FEATURE_KINDS}")
+    steps: list[tuple[str, BaseEstimator]] = []
+    icc = selection_cfg.get("icc")
+    if icc is not None and bool(icc.get("enabled", False)) and kind in list(icc.get("apply_to") or []):
+        steps.append((ICC_STEP, instantiate(icc.filter)))
+    for name, node in selection_cfg[kind].items():
+        if node is None:
+            continue
+        steps.append((str(name), instantiate(node)))
+    if not steps:
+        raise ValueError(f"selection.{kind} has no steps")
+    return [(name, _seeded(step, seed)) for name, step in steps]
+
+
+def _seeded(estimator: BaseEstimator, seed: int | None) -> BaseEstimator:
+    if seed is not None and "random_state" in estimator.get_params(deep=False):
+        if estimator.get_params(deep=False)["random_state"] is None:
+            estimator.set_params(random_state=int(seed))
+    return estimator
+
+
+def selection_report(model: Pipeline | list[tuple[str, BaseEstimator]]) -> pd.DataFrame:
+    """One row per fitted selection step: features in, features out, features removed.
+
+    Accepts a fitted signature pipeline (the final classifier is skipped) or fitted steps.
+    """
+    steps = list(model.steps) if isinstance(model, Pipeline) else list(model)
+    rows = []
+    for name, step in steps:
+        if step is None or step == "passthrough" or is_classifier(step):
+            continue
+        n_in = int(getattr(step, "n_features_in_", -1))
+        n_out = _n_features_out(step)
+        rows.append(
+            {
+                "step": name,
+                "transformer": type(step).__name__,
+                "n_in": n_in,
+                "n_out": n_out,
+                "n_removed": n_in - n_out if n_in >= 0 and n_out >= 0 else None,
+            }
+        )
+    return pd.DataFrame(rows, columns=["step", "transformer", "n_in", "n_out", "n_removed"])
+
+
+def _n_features_out(step: BaseEstimator) -> int:
+    if hasattr(step, "get_support"):
+        return int(np.sum(step.get_support()))
+    if hasattr(step, "n_components_"):
+        return int(step.n_components_)
+    try:
+        return len(step.get_feature_names_out())
+    except (AttributeError, ValueError, TypeError):
+        return -1
+
+
+def selected_feature_names(model: Pipeline) -> list[str]:
+    """Names of the features that reach the classifier of a fitted signature pipeline."""
+    selection = model[:-1] if is_classifier(model.steps[-1][1]) else model
+    return [str(name) for name in selection.get_feature_names_out()]
+

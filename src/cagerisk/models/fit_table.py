@@ -1,0 +1,219 @@
+"""``cagerisk fit-table``: selection and classifier search on any feature table, by nested CV.
+
+Every fitted step (imputation, scaling, F-test, correlation pruning, LASSO, the classifier and its
+hyperparameter search) runs inside each outer training fold; the outer test fold only ever meets
+the finished pipeline. The estimate is therefore honest for a table from elsewhere, e.g. a CSV of
+PyRadiomics features with an id and a label column.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import optuna
+import pandas as pd
+from omegaconf import DictConfig
+from scipy import stats
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import RepeatedStratifiedKFold
+
+from cagerisk.evaluation.metrics import delong_covariance
+from cagerisk.features import build_selection_steps, selected_feature_names
+from cagerisk.models.data import InputError
+from cagerisk.models.search import SearchSettings, positive_proba, search_classifier
+from cagerisk.models.zoo import load_zoo
+from cagerisk.tracking import stage_run
+
+log = logging.getLogger(__name__)
+
+FIT_TABLE_DEFAULTS: dict[str, Any] = {
+    "kind": "radiomics",
+    "outer_folds": 5,
+    "outer_repeats": 2,
+    "inner_folds": 5,
+    "n_trials": 30,
+    "include": None,
+    "final_fit": True,
+    "drop_prefixes": ["diagnostics_"],
+    "drop_columns": [],
+}
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: table not found")
+    suffix = path.suffix.lower()
+    if suffix in {".parquet", ".pq"}:
+        return pd.read_parquet(path)
+    if suffix in {".csv", ".txt", ".tsv"}:
+        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+    raise InputError(f"{path}: expected a .csv, .tsv or .parquet table")
+
+
+def _matches(values: pd.Series, positive_label: Any) -> pd.Series:
+    """values == positive_label, comparing numbers as numbers and anything else as text."""
+    numeric = pd.to_numeric(values, errors="coerce")
+    try:
+        target = float(positive_label)
+    except (TypeError, ValueError):
+        target = None
+    if target is not None and numeric.notna().all():
+        return numeric == target
+    return values.astype(str).str.strip() == str(positive_label).strip()
+
+
+def prepare_table(
+    frame: pd.DataFrame,
+    id_col: str,
+    label_col: str,
+    positive_label: Any,
+    drop_prefixes=("diagnostics_",),
+    drop_columns=(),
+    source: str = "table",
+) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
+    """(features indexed by id, 0/1 labels, dropped non-feature columns), with errors naming the field."""
+    for column, what in ((id_col, "id_col"), (label_col, "label_col")):
+        if column not in frame.columns:
+            raise InputError(f"{source}: {what} {column!r} is not a column (columns: {list(frame.columns)[:10]}...)")
+    frame = frame.copy()
+    frame[id_col] = frame[id_col].astype(str)
+    duplicated = frame.loc[frame[id_col].duplicated(), id_col].tolist()
+    if duplicated:
+        raise InputError(f"{source}: id(s) listed twice in {id_col!r}: {duplicated[:10]}")
+    labels = frame[label_col]
+    missing_label = frame.loc[labels.isna(), id_col].tolist()
+    if missing_label:
+        raise InputError(f"{source}: no {label_col!r} for id(s) {missing_label[:10]}")
+    positive = _matches(labels, positive_label)
+    if not positive.any():
+        raise InputError(f"{source}: no row has {label_col} == {positive_label!r}; values are {sorted(map(str, labels.unique()))[:10]}")
+    if positive.all():
+        raise InputError(f"{source}: every row has {label_col} == {positive_label!r}; need both outcomes")
+    features = frame.drop(columns=[id_col, label_col]).set_index(frame[id_col])
+    dropped = [c for c in features.columns if c in set(drop_columns) or any(str(c).startswith(p) for p in drop_prefixes)]
+    non_numeric = [c for c in features.columns if c not in dropped and not pd.api.types.is_numeric_dtype(features[c])]
+    if non_numeric:
+        log.warning("%s: %d non-numeric column(s) are not features and are dropped: %s", source, len(non_numeric), non_numeric[:10])
+    dropped += non_numeric
+    features = features.drop(columns=dropped).astype(np.float64)
+    empty = [c for c in features.columns if features[c].isna().all()]
+    if empty:
+        log.warning("%s: %d all-missing column(s) dropped: %s", source, len(empty), empty[:10])
+        features = features.drop(columns=empty)
+        dropped += empty
+    if features.shape[1] == 0:
+        raise InputError(f"{source}: no numeric feature column left")
+    features.index.name = id_col
+    return features, positive.to_numpy().astype(int), dropped
+
+
+def fit_table_settings(cfg: DictConfig) -> dict[str, Any]:
+    settings = dict(FIT_TABLE_DEFAULTS)
+    settings.update({k: v for k, v in (cfg.get("fit_table") or {}).items()})
+    return settings
+
+
+def nested_cv(cfg: DictConfig, X: pd.DataFrame, y: np.ndarray) -> dict[str, Any]:
+    """Outer repeated stratified folds; inside each, the whole selection + classifier search."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    ft = fit_table_settings(cfg)
+    seed = int(cfg.seed)
+    zoo = load_zoo(cfg.classifier, include=list(ft["include"]) if ft["include"] is not None else None)
+    inner = SearchSettings.from_config(
+        cfg.sweep,
+        seed,
+        n_trials=int(ft["n_trials"]),
+        timeout=None,
+        cv_folds=int(ft["inner_folds"]),
+        cv_repeats=1,
+        storage=None,  # one throw-away study per outer fold, in memory
+        fit_best=True,
+        log_trials=False,
+    )
+    n_minority = int(min(y.sum(), len(y) - y.sum()))
+    outer_folds = max(2, min(int(ft["outer_folds"]), n_minority))
+    outer = RepeatedStratifiedKFold(n_splits=outer_folds, n_repeats=int(ft["outer_repeats"]), random_state=seed)
+    oof = np.full((int(ft["outer_repeats"]), len(y)), np.nan)
+    fold_aucs, chosen, counts = [], Counter(), Counter()
+    for i, (train, test) in enumerate(outer.split(np.zeros(len(y)), y)):
+        repeat = i // outer_folds
+        steps = build_selection_steps(cfg.selection, str(ft["kind"]), seed=seed)
+        result = search_classifier(f"outer-{i}", X.iloc[train], y[train], steps, zoo, inner)
+        prob = positive_proba(result.pipeline, X.iloc[test])
+        oof[repeat, test] = prob
+        if len(np.unique(y[test])) == 2:
+            fold_aucs.append(float(roc_auc_score(y[test], prob)))
+        chosen[result.best_classifier] += 1
+        counts.update(selected_feature_names(result.pipeline))
+        log.info("outer fold %d/%d: %s, fold AUC %s", i + 1, outer_folds * int(ft["outer_repeats"]), result.best_classifier, f"{fold_aucs[-1]:.3f}" if fold_aucs else "n/a")
+    aucs, variances = [], []
+    for row in oof:
+        auc, cov = delong_covariance(y, row)
+        aucs.append(float(auc[0]))
+        variances.append(float(cov[0, 0]))
+    auc = float(np.mean(aucs))
+    # Mean of the repeats' DeLong variances: conservative, since repeats share patients.
+    se = float(np.sqrt(np.mean(variances)))
+    z = stats.norm.ppf(0.975)
+    n_outer = outer_folds * int(ft["outer_repeats"])
+    return {
+        "auc": auc,
+        "auc_ci_low": max(0.0, auc - z * se),
+        "auc_ci_high": min(1.0, auc + z * se),
+        "auc_se": se,
+        "auc_per_repeat": aucs,
+        "fold_auc_mean": float(np.mean(fold_aucs)) if fold_aucs else None,
+        "fold_auc_sd": float(np.std(fold_aucs, ddof=1)) if len(fold_aucs) > 1 else None,
+        "outer_folds": outer_folds,
+        "outer_repeats": int(ft["outer_repeats"]),
+        "inner_folds": int(ft["inner_folds"]),
+        "n_trials_per_fold": int(ft["n_trials"]),
+        "classifier_votes": dict(chosen.most_common()),
+        "selection_frequency": {name: round(k / n_outer, 3) for name, k in counts.most_common(30)},
+    }
+
+
+def run_fit_table(cfg: DictConfig) -> dict[str, Any]:
+    """Read ``cfg.table``, run nested CV (and a final fit on all rows); return the summary dict."""
+    if cfg.get("table") in (None, "", "???"):
+        raise InputError("fit-table needs table=PATH (a CSV or Parquet feature table)")
+    ft = fit_table_settings(cfg)
+    source = str(cfg.table)
+    X, y, dropped = prepare_table(
+        read_table(source), str(cfg.id_col), str(cfg.label_col), cfg.positive_label, ft["drop_prefixes"], ft["drop_columns"], source
+    )
+    log.info("%s: %d rows (%d positive), %d feature columns", source, len(y), int(y.sum()), X.shape[1])
+    summary: dict[str, Any] = {
+        "table": source,
+        "n": int(len(y)),
+        "n_positive": int(y.sum()),
+        "n_features_in": int(X.shape[1]),
+        "n_columns_dropped": len(dropped),
+    }
+    with stage_run(cfg, "fit-table") as run:
+        summary.update(nested_cv(cfg, X, y))
+        if ft["final_fit"]:
+            # The model one would deploy: the same search on every row.
+            seed = int(cfg.seed)
+            settings = SearchSettings.from_config(
+                cfg.sweep, seed, n_trials=int(ft["n_trials"]), timeout=None, cv_folds=int(ft["inner_folds"]), cv_repeats=1, storage=None, log_trials=False
+            )
+            zoo = load_zoo(cfg.classifier, include=list(ft["include"]) if ft["include"] is not None else None)
+            final = search_classifier("final", X, y, build_selection_steps(cfg.selection, str(ft["kind"]), seed=seed), zoo, settings)
+            summary["selected_features"] = selected_feature_names(final.pipeline)
+            summary["best_classifier"] = final.best_classifier
+            summary["best_params"] = final.best_params
+            summary["final_cv_auc"] = final.cv_auc
+        else:
+            summary["selected_features"] = [n for n, f in summary["selection_frequency"].items() if f >= 0.5]
+            summary["best_classifier"] = next(iter(summary["classifier_votes"]))
+        if run is not None:
+            mlflow.log_metrics({k: float(summary[k]) for k in ("auc", "auc_ci_low", "auc_ci_high", "n", "n_features_in")})
+            mlflow.log_dict(summary, "fit_table.json")
+    return summary

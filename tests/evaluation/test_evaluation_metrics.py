@@ -1,0 +1,219 @@
+"""Statistics against scipy/sklearn, direct computation from the definitions, and worked examples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+from sklearn.metrics import brier_score_loss, cohen_kappa_score, confusion_matrix, f1_score, roc_auc_score, roc_curve
+
+from cagerisk.evaluation import (
+    auc_ci_bootstrap,
+    auc_ci_delong,
+    brier_score,
+    classification_metrics,
+    compare_with_readers,
+    decision_curve,
+    delong_covariance,
+    delong_test,
+    hosmer_lemeshow,
+    inter_reader_kappa,
+    mcnemar_paired,
+    net_benefit,
+    reader_columns,
+    youden_threshold,
+)
+
+
+def _delong_direct(y, scores):
+    """DeLong et al. (1988) from the definition: psi over every (positive, negative) pair."""
+    y = np.asarray(y)
+    scores = np.atleast_2d(scores)
+    k = scores.shape[0]
+    m, n = int(y.sum()), int((1 - y).sum())
+    v10 = np.zeros((k, m))
+    v01 = np.zeros((k, n))
+    auc = np.zeros(k)
+    for r in range(k):
+        pos, neg = scores[r, y == 1], scores[r, y == 0]
+        psi = (pos[:, None] > neg[None, :]).astype(float) + 0.5 * (pos[:, None] == neg[None, :])
+        v10[r], v01[r] = psi.mean(axis=1), psi.mean(axis=0)
+        auc[r] = psi.mean()
+    s10 = np.atleast_2d(np.cov(v10))
+    s01 = np.atleast_2d(np.cov(v01))
+    return auc, s10 / m + s01 / n
+
+
+@pytest.fixture
+def scored():
+    rng = np.random.default_rng(0)
+    y = (rng.random(120) < 0.35).astype(int)
+    s1 = np.round(y * 1.0 + rng.normal(0, 1, 120), 1)  # rounding makes ties
+    s2 = np.round(y * 0.6 + 0.5 * s1 + rng.normal(0, 1, 120), 1)
+    return y, s1, s2
+
+
+def test_delong_auc_and_covariance_match_the_definition(scored):
+    y, s1, s2 = scored
+    auc, cov = delong_covariance(y, s1, s2)
+    auc_ref, cov_ref = _delong_direct(y, np.vstack([s1, s2]))
+    np.testing.assert_allclose(auc, auc_ref)
+    np.testing.assert_allclose(cov, cov_ref)
+    assert auc[0] == pytest.approx(roc_auc_score(y, s1))
+    # AUC is the Mann-Whitney U statistic over m * n.
+    u = stats.mannwhitneyu(s1[y == 1], s1[y == 0]).statistic
+    assert auc[0] == pytest.approx(u / (y.sum() * (1 - y).sum()))
+
+
+def test_delong_ci_worked_example():
+    # Published example of the pauc package (DeLong CI, upper bound clipped at 1): AUC 0.708, 95 % CI 0.378-1.000.
+    y = [0, 0, 1, 1, 0, 1, 0, 0, 1, 1, 0, 1]
+    p = [0.1, 0.35, 0.24, 0.8, 0.2, 0.85, 0.13, 0.85, 0.74, 0.58, 0.71, 0.25]
+    ci = auc_ci_delong(y, p)
+    assert (round(ci.auc, 3), round(ci.low, 3), round(ci.high, 3)) == (0.708, 0.378, 1.0)
+
+
+def test_delong_test_against_direct_computation(scored):
+    y, s1, s2 = scored
+    result = delong_test(y, s1, s2)
+    auc, cov = _delong_direct(y, np.vstack([s1, s2]))
+    z = (auc[0] - auc[1]) / np.sqrt(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    assert result.z == pytest.approx(z)
+    assert result.p_value == pytest.approx(2 * stats.norm.sf(abs(z)))
+    same = delong_test(y, s1, s1 * 2 + 1)  # same ranking
+    assert same.p_value == 1.0 and same.difference == 0.0
+
+
+def test_delong_test_holds_its_size_under_the_null():
+    # Two independent noisy copies of one marker have equal AUC: about 5 % of tests reject.
+    rng = np.random.default_rng(1)
+    rejections = 0
+    for _ in range(300):
+        y = np.repeat([0, 1], 40)
+        base = y * 1.0
+        p = delong_test(y, base + rng.normal(0, 1, 80), base + rng.normal(0, 1, 80)).p_value
+        rejections += p < 0.05
+    assert 0.02 <= rejections / 300 <= 0.09
+
+
+def test_bootstrap_ci_is_stratified_and_close_to_delong_on_large_samples():
+    rng = np.random.default_rng(2)
+    y = np.repeat([0, 1], [300, 150])
+    s = y * 1.0 + rng.normal(0, 1, 450)
+    boot = auc_ci_bootstrap(y, s, n_boot=1000, seed=0)
+    delong = auc_ci_delong(y, s)
+    assert boot.auc == pytest.approx(delong.auc)
+    assert boot.low < delong.auc < boot.high
+    assert abs(boot.low - delong.low) < 0.02 and abs(boot.high - delong.high) < 0.02
+    # Deterministic for a seed.
+    assert auc_ci_bootstrap(y, s, n_boot=200, seed=3) == auc_ci_bootstrap(y, s, n_boot=200, seed=3)
+
+
+def test_youden_threshold_is_the_brute_force_maximum(scored):
+    y, s1, _ = scored
+    threshold = youden_threshold(y, s1)
+    best = max(np.unique(s1), key=lambda t: np.mean(s1[y == 1] >= t) - np.mean(s1[y == 0] >= t))
+    j = lambda t: np.mean(s1[y == 1] >= t) - np.mean(s1[y == 0] >= t)  # noqa: E731
+    assert j(threshold) == pytest.approx(j(best))
+    fpr, tpr, _ = roc_curve(y, s1)
+    assert j(threshold) == pytest.approx((tpr - fpr).max())
+
+
+def test_classification_metrics_match_sklearn(scored):
+    y, s1, _ = scored
+    m = classification_metrics(y, s1, 0.5)
+    pred = (s1 >= 0.5).astype(int)
+    tn, fp, fn, tp = confusion_matrix(y, pred).ravel()
+    assert (m["tp"], m["fp"], m["tn"], m["fn"]) == (tp, fp, tn, fn)
+    assert m["sensitivity"] == pytest.approx(tp / (tp + fn))
+    assert m["specificity"] == pytest.approx(tn / (tn + fp))
+    assert m["ppv"] == pytest.approx(tp / (tp + fp))
+    assert m["npv"] == pytest.approx(tn / (tn + fn))
+    assert m["f1"] == pytest.approx(f1_score(y, pred))
+    assert m["accuracy"] == pytest.approx(np.mean(pred == y))
+
+
+def test_brier_matches_sklearn():
+    y = np.array([0, 1, 1, 0, 1])
+    p = np.array([0.1, 0.9, 0.6, 0.4, 0.3])
+    assert brier_score(y, p) == pytest.approx(brier_score_loss(y, p))
+
+
+def test_hosmer_lemeshow_worked_example():
+    # 3 groups of 4 patients sorted by risk.
+    #   group 1: p = .1 x4, O1 = 1: E1 = 0.4, E0 = 3.6 -> (1-.4)^2/.4 + (3-3.6)^2/3.6 = 0.9 + 0.1 = 1.0
+    #   group 2: p = .5 x4, O1 = 2: E1 = 2,   E0 = 2   -> 0
+    #   group 3: p = .8 x4, O1 = 2: E1 = 3.2, E0 = 0.8 -> 1.44/3.2 + 1.44/0.8 = 0.45 + 1.8 = 2.25
+    # C = 3.25 on 3 - 2 = 1 degree of freedom.
+    p = np.repeat([0.1, 0.5, 0.8], 4)
+    y = np.array([1, 0, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0])
+    hl = hosmer_lemeshow(y, p, n_groups=3)
+    assert hl.statistic == pytest.approx(3.25)
+    assert hl.df == 1
+    assert hl.p_value == pytest.approx(stats.chi2.sf(3.25, 1))
+    assert list(hl.table["observed"]) == [1, 2, 2]
+
+
+def test_hosmer_lemeshow_calibrated_vs_miscalibrated():
+    rng = np.random.default_rng(4)
+    p = rng.uniform(0.05, 0.95, 2000)
+    y = (rng.random(2000) < p).astype(int)
+    assert hosmer_lemeshow(y, p).p_value > 0.01
+    assert hosmer_lemeshow(y, np.clip(p * 0.5, 0, 1)).p_value < 1e-6
+
+
+def test_net_benefit_worked_example():
+    # Vickers & Elkin (2006): NB = TP/n - FP/n * pt/(1-pt). 100 patients, 20 with the event; at
+    # pt = 20 % the model treats 35: 15 true and 20 false positives -> 0.15 - 0.20 * 0.25 = 0.10.
+    # Treat-all: 0.20 - 0.80 * 0.25 = 0.0.
+    y = np.array([1] * 20 + [0] * 80)
+    p = np.zeros(100)
+    p[:15] = 0.9  # 15 of the 20 events called
+    p[20:40] = 0.5  # 20 false positives
+    assert net_benefit(y, p, [0.2])[0] == pytest.approx(0.10)
+    curve = decision_curve(y, {"model": p}, [0.2, 0.5])
+    assert curve.loc[0, "model"] == pytest.approx(0.10)
+    assert curve.loc[0, "treat_all"] == pytest.approx(0.0)
+    assert curve.loc[1, "treat_all"] == pytest.approx(0.2 - 0.8)
+    assert (curve["treat_none"] == 0).all()
+    with pytest.raises(ValueError):
+        net_benefit(y, p, [0.0])
+
+
+def test_mcnemar_exact_worked_example():
+    # Model right and reader wrong on 10 patients, the reverse on 2: exact two-sided binomial
+    # p = 2 * P(X <= 2 | n = 12, 1/2) = 2 * (1 + 12 + 66) / 4096.
+    y = np.ones(40, dtype=int)
+    model = np.ones(40, dtype=int)
+    reader = np.ones(40, dtype=int)
+    model[:2] = 0  # reader only correct
+    reader[2:12] = 0  # model only correct
+    result = mcnemar_paired(y, model, reader)
+    assert (result["a_only_correct"], result["b_only_correct"]) == (10, 2)
+    assert result["p_value"] == pytest.approx(2 * 79 / 4096)
+
+
+def test_reader_comparison_and_kappa():
+    import pandas as pd
+
+    rng = np.random.default_rng(5)
+    y = np.repeat([0, 1], 30)
+    model = y * 0.5 + rng.uniform(0, 0.6, 60)
+    r1 = ((y + rng.normal(0, 0.6, 60)) > 0.5).astype(int)
+    r2 = ((y + rng.normal(0, 0.6, 60)) > 0.5).astype(int)
+    table = compare_with_readers(y, model, 0.5, {"1": (r1, r1 * 0.8 + 0.1), "2": (r2, None)})
+    assert list(table["reader"]) == ["1", "2"]
+    assert "delong_p" in table.columns and np.isnan(table.loc[1, "delong_p"])
+    kappa = inter_reader_kappa({"1": r1, "2": r2})
+    assert kappa.loc[0, "kappa"] == pytest.approx(cohen_kappa_score(r1, r2))
+    frame = pd.DataFrame(columns=["patient_id", "reader_1", "reader_1_prob", "reader_2", "cs"])
+    assert reader_columns(frame) == {"1": ("reader_1", "reader_1_prob"), "2": ("reader_2", None)}
+
+
+def test_bad_inputs_are_named():
+    with pytest.raises(ValueError, match="both outcomes"):
+        auc_ci_delong([1, 1, 1], [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="NaN"):
+        auc_ci_delong([0, 1, 1], [0.1, np.nan, 0.3])
+    with pytest.raises(ValueError, match="0/1"):
+        youden_threshold([0, 2, 1], [0.1, 0.2, 0.3])
