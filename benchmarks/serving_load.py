@@ -1,0 +1,184 @@
+"""Serving load: BentoML /score_features against `mlflow models serve` of the same registered model.
+
+Both servers run here, on 127.0.0.1, one worker each, serving the same registry version
+(``models:/cage-subsidence@champion``). The same patients' precomputed features go to each as single-
+patient requests from ``--concurrency`` concurrent clients; requests per second and p50/p99 latency
+are printed with the BentoML/MLflow ratio. Then ``/score`` (images -> U-Net, PyRadiomics, ViT-3D,
+combined model) is timed for one demo patient, sequentially.
+
+    .venv/bin/python benchmarks/serving_load.py                         # after `make demo`
+    .venv/bin/python benchmarks/serving_load.py --tracking-uri sqlite:////tmp/run/mlflow.db --data /tmp/run/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from cagerisk.cohort.manifest import load_manifest  # noqa: E402
+from cagerisk.cohort.schema import CLINICAL_NAMES  # noqa: E402
+from cagerisk.serving.bento import bentoml_environment, free_port, serve, stop  # noqa: E402
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else math.nan
+
+
+def run_load(send, payloads: list, concurrency: int, total: int) -> dict[str, float]:
+    """``total`` requests cycling over ``payloads`` from ``concurrency`` threads; latencies in ms."""
+    latencies: list[float] = []
+    failures = 0
+
+    def one(i: int) -> tuple[float, bool]:
+        start = time.perf_counter()
+        ok = send(payloads[i % len(payloads)])
+        return (time.perf_counter() - start) * 1000.0, ok
+
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        for latency, ok in pool.map(one, range(total)):
+            latencies.append(latency)
+            failures += not ok
+    seconds = time.perf_counter() - started
+    return {
+        "requests": total,
+        "failures": failures,
+        "rps": total / seconds,
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+    }
+
+
+def mlflow_server(model_uri: str, env: dict[str, str], log_path: Path):
+    port = free_port()
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
+           "-h", "127.0.0.1", "-p", str(port), "--workers", "1"]
+    with log_path.open("w") as log:
+        process = subprocess.Popen(cmd, cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"mlflow models serve exited:\n{log_path.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    stop(process)
+    raise TimeoutError(f"mlflow models serve not ready:\n{log_path.read_text()[-3000:]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tracking-uri", default=f"sqlite:///{ROOT / 'mlruns' / 'mlflow.db'}")
+    parser.add_argument("--data", default=str(ROOT / "data"))
+    parser.add_argument("--model", default="models:/cage-subsidence@champion")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--score-repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    import mlflow
+
+    mlflow.set_tracking_uri(args.tracking_uri)
+    model = mlflow.pyfunc.load_model(args.model)
+    spec = model.unwrap_python_model().spec
+    version = mlflow.MlflowClient().get_model_version_by_alias(*args.model.removeprefix("models:/").split("@"))
+    data = Path(args.data)
+    manifest = load_manifest(data / "cohort" / "manifest.csv").set_index("patient_id", drop=False)
+    rad = pd.read_parquet(data / "features" / "radiomics.parquet").set_index("patient_id")
+    deep = pd.read_parquet(data / "features" / "deep.parquet").set_index("patient_id")
+    patients = [p for p in manifest.index if p in rad.index and p in deep.index]
+    clinical = {
+        p: {k: (v.item() if hasattr(v, "item") else v) for k, v in manifest.loc[p, [*CLINICAL_NAMES]].items()} for p in patients
+    }
+
+    def features(p: str) -> dict[str, float | None]:
+        values = {**rad.loc[p, spec.radiomics_features].to_dict(), **deep.loc[p, spec.deep_features].to_dict()}
+        return {k: (None if math.isnan(v) else float(v)) for k, v in values.items()}
+
+    bento_payloads = [{"items": [{"clinical": clinical[p], "features": features(p)}]} for p in patients]
+    mlflow_payloads = [{"dataframe_records": [{**clinical[p], **features(p)}]} for p in patients]
+
+    tmp = Path(tempfile.mkdtemp(prefix="cagerisk-bench-"))
+    env = bentoml_environment(extra={"MLFLOW_TRACKING_URI": args.tracking_uri, "CAGERISK_MODEL_URI": args.model}, home=tmp / "bentoml_home")
+    env.pop("CAGERISK_API_KEY", None)
+    print(f"model {args.model} = version {version.version}; {len(patients)} patients; "
+          f"{len(spec.radiomics_features)} radiomics + {len(spec.deep_features)} deep features per request")
+
+    results: dict[str, dict[str, float]] = {}
+    mlflow_process, mlflow_url = mlflow_server(args.model, env, tmp / "mlflow-serve.log")
+    try:
+        with httpx.Client(timeout=120, limits=httpx.Limits(max_connections=args.concurrency * 2)) as http:
+            def send_mlflow(payload) -> bool:
+                return http.post(f"{mlflow_url}/invocations", json=payload).status_code == 200
+
+            reference = http.post(f"{mlflow_url}/invocations", json=mlflow_payloads[0]).json()
+            run_load(send_mlflow, mlflow_payloads, args.concurrency, 4 * args.concurrency)  # warm-up
+            results["mlflow models serve"] = run_load(send_mlflow, mlflow_payloads, args.concurrency, args.requests)
+    finally:
+        stop(mlflow_process)
+
+    with serve("cagerisk.serving.service:CageRiskService", env, tmp / "bentoml-serve.log") as running:
+        with httpx.Client(timeout=600, limits=httpx.Limits(max_connections=args.concurrency * 2)) as http:
+            def send_bento(payload) -> bool:
+                return http.post(f"{running.url}/score_features", json=payload).status_code == 200
+
+            served = http.post(f"{running.url}/score_features", json=bento_payloads[0]).json()[0]
+            mlflow_prob = reference["predictions"][0]["probability"]
+            assert abs(served["probability"] - mlflow_prob) < 1e-9, (served, reference)
+            run_load(send_bento, bento_payloads, args.concurrency, 4 * args.concurrency)  # warm-up
+            results["bentoml /score_features"] = run_load(send_bento, bento_payloads, args.concurrency, args.requests)
+
+            score_ms: list[float] = []
+            if spec.image_scoring:
+                meta = http.get(f"{running.url}/metadata").json()
+                test = manifest[manifest["split"] == "test"]
+                row = (test if len(test) else manifest).iloc[0]
+                files = {}
+                for seq, f in meta["expected_inputs"]["images"]["fields"].items():
+                    files[f["image"]] = (f"{seq}.nii.gz", Path(row[f"{seq}_image"]).read_bytes(), "application/gzip")
+                    if f["mask_required"]:
+                        files[f["mask"]] = (f"{seq}_mask.nii.gz", Path(row[f"{seq}_mask"]).read_bytes(), "application/gzip")
+                body = {"clinical": json.dumps({**clinical[row["patient_id"]], "fused_levels": row["fused_levels"]})}
+                for _ in range(args.score_repeats):
+                    start = time.perf_counter()
+                    response = http.post(f"{running.url}/score", data=body, files=files)
+                    score_ms.append((time.perf_counter() - start) * 1000.0)
+                    assert response.status_code == 200, response.text
+
+    print()
+    print(f"{'server':<26} {'req/s':>8} {'p50 ms':>9} {'p99 ms':>9} {'failed':>7}   (concurrency {args.concurrency}, {args.requests} requests)")
+    for name, r in results.items():
+        print(f"{name:<26} {r['rps']:>8.1f} {r['p50_ms']:>9.1f} {r['p99_ms']:>9.1f} {r['failures']:>7d}")
+    b, m = results["bentoml /score_features"], results["mlflow models serve"]
+    print(f"ratio BentoML/MLflow: throughput {b['rps'] / m['rps']:.2f}x, p50 latency {b['p50_ms'] / m['p50_ms']:.2f}x, "
+          f"p99 latency {b['p99_ms'] / m['p99_ms']:.2f}x")
+    if score_ms:
+        print(f"/score (images of one demo patient, {len(score_ms)} sequential calls): p50 {statistics.median(score_ms) / 1000:.2f} s, "
+              f"min {min(score_ms) / 1000:.2f} s, max {max(score_ms) / 1000:.2f} s")
+    else:
+        print("/score: the model scores precomputed features only (no image bundle); not timed")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    main()

@@ -1,0 +1,261 @@
+"""Gather everything the served model needs into one bundle directory (an MLflow artifact).
+
+The bundle holds copies, never references: the fitted combined model (both signature pipelines, the
+combined pipeline and the threshold), the U-Net and ViT-3D bundles, and the PyRadiomics parameters
+of every sequence as the radiomics stage merged them. ``spec.json`` says which inputs are required.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from cagerisk.cohort.schema import CLINICAL, ID
+from cagerisk.radiomics.naming import feature_groups
+from cagerisk.serving.features import serving_inputs
+from cagerisk.serving.inputs import INTEGER_CLINICAL
+from cagerisk.serving.model import (
+    COMBINED_FILE,
+    DEEP_FILE,
+    RADIOMICS_DIR,
+    SEGMENT_FILE,
+    SPEC_FILE,
+    ModelSpec,
+)
+
+log = logging.getLogger(__name__)
+
+
+class BundleError(ValueError):
+    """A stage output the bundle needs is missing or inconsistent; the message names the file."""
+
+
+@dataclass
+class TrainingTables:
+    """The stage outputs a bundle is built and checked from."""
+
+    manifest: pd.DataFrame  # indexed by patient_id
+    radiomics: pd.DataFrame  # indexed by patient_id
+    deep: pd.DataFrame  # indexed by patient_id
+    files: dict[str, Path]
+
+    @property
+    def patients(self) -> pd.Index:
+        return self.manifest.index.intersection(self.radiomics.index).intersection(self.deep.index)
+
+    def split(self, name: str) -> pd.Index:
+        part = self.manifest.loc[self.patients]
+        return part.index[part["split"] == name]
+
+    def data_sha256(self) -> str:
+        """One hash over the manifest and both feature tables: the data the model was trained on."""
+        digest = hashlib.sha256()
+        for name in sorted(self.files):
+            digest.update(name.encode())
+            digest.update(bytes.fromhex(file_sha256(self.files[name])))
+        return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def combined_model_path(cfg: DictConfig) -> Path:
+    return Path(str(cfg.paths.models)) / "combined" / "model.joblib"
+
+
+def read_training_tables(cfg: DictConfig) -> TrainingTables:
+    from cagerisk.models.data import read_feature_table, read_manifest
+
+    files = {
+        "manifest": Path(str(cfg.paths.cohort)) / "manifest.csv",
+        "radiomics": Path(str(cfg.paths.features)) / "radiomics.parquet",
+        "deep": Path(str(cfg.paths.features)) / "deep.parquet",
+    }
+    for name, path in files.items():
+        if not path.is_file():
+            raise BundleError(f"{path}: {name} not found; run the pipeline (dvc repro) before `cagerisk register`")
+    return TrainingTables(
+        manifest=read_manifest(files["manifest"]),
+        radiomics=read_feature_table(files["radiomics"], "radiomics table"),
+        deep=read_feature_table(files["deep"], "deep table"),
+        files=files,
+    )
+
+
+def deep_groups(columns: Sequence[str]) -> list[list[str]]:
+    """``{sequence}_{roi}_dl_{k}`` columns -> their (sequence, roi) pairs, in column order."""
+    pairs: dict[tuple[str, str], None] = {}
+    for column in columns:
+        seq, roi, tag, _ = (str(column).split("_") + ["", "", "", ""])[:4]
+        if tag != "dl" or not seq or not roi:
+            raise BundleError(f"deep feature {column!r} is not named {{sequence}}_{{roi}}_dl_{{k}}")
+        pairs[(seq, roi)] = None
+    return [list(p) for p in pairs]
+
+
+def _radiomics_params(cfg: DictConfig, sequences: Sequence[str]) -> dict[str, Any]:
+    from cagerisk.radiomics.params import params_by_sequence
+
+    if not sequences:
+        return {}
+    rcfg = OmegaConf.to_container(cfg.radiomics, resolve=True)
+    return params_by_sequence(rcfg, list(sequences))
+
+
+def _copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src, dst)
+
+
+def build_serving_bundle(
+    cfg: DictConfig, out_dir: str | Path, tables: TrainingTables | None = None, info: Mapping[str, Any] | None = None
+) -> ModelSpec:
+    """Write the bundle of the current pipeline outputs to ``out_dir``; returns its spec."""
+    from cagerisk.radiomics.params import library_versions
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model_path = combined_model_path(cfg)
+    if not model_path.is_file():
+        raise BundleError(f"{model_path}: combined model not found; run `cagerisk combined` first")
+    tables = tables or read_training_tables(cfg)
+    combined = joblib.load(model_path)
+    reference = tables.patients
+    if len(reference) == 0:
+        raise BundleError("no patient is in the manifest and both feature tables")
+
+    rad_required = serving_inputs(combined.rad_pipeline, tables.radiomics.loc[reference].reindex(columns=combined.radiomics_features))
+    deep_required = serving_inputs(combined.dl_pipeline, tables.deep.loc[reference].reindex(columns=combined.deep_features))
+    radiomics_rois = [list(group) for group in feature_groups(rad_required)]
+    if len(sum(feature_groups(rad_required).values(), [])) != len(rad_required):
+        raise BundleError("some radiomics features are not named {sequence}_{roi}_{image_type}_{class}_{feature}")
+    deep_rois = deep_groups(deep_required)
+    log.info(
+        "serving inputs: %d of %d radiomics features (%d ROI groups), %d of %d deep features (%d inputs)",
+        len(rad_required),
+        len(combined.radiomics_features),
+        len(radiomics_rois),
+        len(deep_required),
+        len(combined.deep_features),
+        len(deep_rois),
+    )
+
+    rad_sequences = list(dict.fromkeys(seq for seq, _ in radiomics_rois))
+    params = _radiomics_params(cfg, rad_sequences)
+    for seq, p in params.items():
+        target = out / RADIOMICS_DIR / f"{seq}.yaml"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(yaml.safe_dump(p.extractor_params(), sort_keys=False))
+    _copy(model_path, out / COMBINED_FILE)
+
+    notes: list[str] = []
+    segment_path = Path(str(cfg.segment.model_path)) if "segment" in cfg else None
+    sequences = {seq for seq, _ in radiomics_rois} | {seq for seq, _ in deep_rois}
+    ct_segmentation = False
+    if "ct" in sequences:
+        if segment_path is not None and segment_path.is_file():
+            _copy(segment_path, out / SEGMENT_FILE)
+            ct_segmentation = True
+        else:
+            notes.append("no U-Net bundle (segment.model_path): a CT mask must be sent")
+    image_scoring = True
+    if deep_rois:
+        deep_path = Path(str(cfg.deep.model_path)) if "deep" in cfg else None
+        if deep_path is not None and deep_path.is_file():
+            _check_deep_bundle(deep_path, deep_required)
+            _copy(deep_path, out / DEEP_FILE)
+        else:
+            image_scoring = False
+            notes.append("no ViT-3D bundle (deep.model_path): deep features must be sent precomputed")
+
+    spec = ModelSpec(
+        radiomics_features=rad_required,
+        deep_features=deep_required,
+        clinical_variables=list(combined.clinical_variables),
+        threshold=float(combined.threshold),
+        radiomics_rois=radiomics_rois,
+        deep_rois=deep_rois,
+        ct_segmentation=ct_segmentation,
+        image_scoring=image_scoring,
+        image_scoring_note="; ".join(notes),
+        n_radiomics_columns=len(combined.radiomics_features),
+        n_deep_columns=len(combined.deep_features),
+        radiomics_settings_sha256={seq: p.sha256 for seq, p in params.items()},
+        library_versions=library_versions(),
+        training_data_sha256=tables.data_sha256(),
+        info={**combined.info, **dict(info or {})},
+    )
+    (out / SPEC_FILE).write_text(spec.to_json())
+    return spec
+
+
+def _check_deep_bundle(path: Path, required: Sequence[str]) -> None:
+    from cagerisk.deep.export import feature_columns, load_deep_bundle
+
+    bundle = load_deep_bundle(path)
+    embed_dim = int((bundle.deep_cfg.get("head") or {}).get("embed_dim", 16))
+    columns = set(feature_columns([tuple(p) for p in bundle.inputs], embed_dim))
+    unknown = [c for c in required if c not in columns]
+    if unknown:
+        raise BundleError(
+            f"{path}: the ViT-3D bundle does not produce deep feature(s) {unknown[:5]} the DL signature needs; "
+            "the deep model and the signatures come from different runs"
+        )
+
+
+def typical_patient(spec: ModelSpec, tables: TrainingTables) -> dict[str, Any]:
+    """An input example that is no real patient: training medians of the features, typical clinical values."""
+    train = tables.split("train")
+    if len(train) == 0:
+        train = tables.patients
+    example: dict[str, Any] = {ID: "example"}
+    manifest = tables.manifest.loc[train]
+    kinds = {v.name: v for v in CLINICAL}
+    for name in spec.clinical_variables:
+        values = manifest[name].dropna()
+        kind = kinds[name].kind if name in kinds else "continuous"
+        if kind == "categorical":
+            example[name] = str(values.mode().iloc[0])
+        elif name in INTEGER_CLINICAL:
+            example[name] = int(values.astype(float).mode().iloc[0])
+        else:
+            example[name] = float(np.median(values.astype(float)))
+    rad = tables.radiomics.loc[train, spec.radiomics_features].median(skipna=True)
+    deep = tables.deep.loc[train, spec.deep_features].median(skipna=True)
+    example.update({k: float(v) for k, v in rad.items()})
+    example.update({k: float(v) for k, v in deep.items()})
+    return example
+
+
+def feature_rows(spec: ModelSpec, tables: TrainingTables, patients: Sequence[str]) -> pd.DataFrame:
+    """Features-mode model input of some patients (their real values), in ``patients`` order."""
+    patients = [str(p) for p in patients]
+    frame = pd.DataFrame({ID: patients})
+    for name in spec.clinical_variables:
+        values = tables.manifest.loc[patients, name].to_numpy()
+        if any(v.name == name and v.kind == "categorical" for v in CLINICAL):
+            frame[name] = values.astype(str)
+        else:
+            frame[name] = values.astype(np.int64 if name in INTEGER_CLINICAL else np.float64)
+    rad = tables.radiomics.loc[patients, spec.radiomics_features].to_numpy(dtype=np.float64)
+    deep = tables.deep.loc[patients, spec.deep_features].to_numpy(dtype=np.float64)
+    features = pd.DataFrame(
+        np.concatenate([rad, deep], axis=1), columns=[*spec.radiomics_features, *spec.deep_features]
+    )
+    return pd.concat([frame, features], axis=1)

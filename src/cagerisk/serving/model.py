@@ -1,0 +1,407 @@
+"""The served model: one MLflow pyfunc from images, masks and clinical values to a cage-subsidence risk.
+
+``CageRiskModel`` wraps the training code, never a copy of it:
+
+- CT vertebral bodies are segmented by the U-Net of the segment stage (``CTSegmenter``), so scoring
+  needs no CT mask;
+- radiomics are PyRadiomics' features computed by the radiomics stage's own ``extract_roi`` with the
+  parameter files the stage used (stored in the bundle);
+- deep features are the ViT-3D embeddings of the deep stage's ``DeepEmbedder`` (same MONAI
+  transforms);
+- Rad-sign, DL-sign, the combined probability and the risk class come from the combined stage's
+  ``CombinedModel`` at the threshold chosen on the validation split.
+
+Everything the model reads lives in its bundle directory (an MLflow artifact): nothing under
+``data/`` is referenced at scoring time.
+
+Input: a DataFrame, one row per patient, with the clinical values and either the precomputed
+features (the columns listed in ``spec.radiomics_features`` and ``spec.deep_features``) or image and
+mask paths (``{sequence}_image``, ``{sequence}_mask``; the CT mask is optional) plus
+``fused_levels``. Output: ``patient_id, probability, rad_sign, dl_sign, risk_class, threshold, mode``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import joblib
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import yaml
+
+from cagerisk.cohort.schema import CLINICAL_NAMES, roi_label_values, sequence_rois
+from cagerisk.serving.errors import ScoringInputError, missing
+from cagerisk.serving.features import blank_unrequired, pipeline_inputs
+from cagerisk.serving.inputs import (
+    FUSED_LEVELS,
+    INTEGER_CLINICAL,
+    check_clinical,
+    check_features,
+    check_mask,
+    check_roi_present,
+    read_checked_image,
+)
+
+log = logging.getLogger(__name__)
+
+BUNDLE_FORMAT = "cagerisk-serving-1"
+SPEC_FILE = "spec.json"
+COMBINED_FILE = "combined.joblib"
+SEGMENT_FILE = "segment_unet.pt"
+DEEP_FILE = "deep_vit3d.pt"
+RADIOMICS_DIR = "radiomics"
+ID_COLUMN = "patient_id"
+OUTPUT_COLUMNS = ("patient_id", "probability", "rad_sign", "dl_sign", "risk_class", "threshold", "mode")
+MODE_FEATURES, MODE_IMAGES = "features", "images"
+# Fields of a row that are not features.
+NON_FEATURE_COLUMNS = frozenset({ID_COLUMN, FUSED_LEVELS, *CLINICAL_NAMES})
+
+
+def image_field(sequence: str) -> str:
+    return f"{sequence}_image"
+
+
+def mask_field(sequence: str) -> str:
+    return f"{sequence}_mask"
+
+
+@dataclass
+class ModelSpec:
+    """What the model expects and how it was made; stored as ``spec.json`` and served by ``/metadata``."""
+
+    radiomics_features: list[str]
+    deep_features: list[str]
+    clinical_variables: list[str]
+    threshold: float
+    radiomics_rois: list[list[str]]
+    deep_rois: list[list[str]]
+    ct_segmentation: bool
+    image_scoring: bool
+    image_scoring_note: str = ""
+    n_radiomics_columns: int = 0
+    n_deep_columns: int = 0
+    radiomics_settings_sha256: dict[str, str] = field(default_factory=dict)
+    library_versions: dict[str, str] = field(default_factory=dict)
+    training_data_sha256: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+    format: str = BUNDLE_FORMAT
+
+    @property
+    def sequences(self) -> list[str]:
+        """Sequences whose image (and mask) image scoring needs, in the study's order."""
+        wanted = {seq for seq, _ in self.radiomics_rois} | {seq for seq, _ in self.deep_rois}
+        return [seq for seq in dict.fromkeys(s for s, _ in sequence_rois()) if seq in wanted]
+
+    def rois_of(self, sequence: str) -> list[str]:
+        rois = [roi for seq, roi in self.radiomics_rois if seq == sequence]
+        rois += [roi for seq, roi in self.deep_rois if seq == sequence and roi not in rois]
+        return rois
+
+    def mask_optional(self, sequence: str) -> bool:
+        return sequence == "ct" and self.ct_segmentation
+
+    def expected_inputs(self) -> dict[str, Any]:
+        """The inputs of both modes, for callers (``/metadata``) and the docs."""
+        return {
+            "clinical_required": list(self.clinical_variables),
+            "clinical_optional": [c for c in CLINICAL_NAMES if c not in self.clinical_variables],
+            "images": {
+                "available": self.image_scoring,
+                "note": self.image_scoring_note,
+                "fields": {
+                    seq: {
+                        "image": image_field(seq),
+                        "mask": mask_field(seq),
+                        "mask_required": not self.mask_optional(seq),
+                        "rois": self.rois_of(seq),
+                    }
+                    for seq in self.sequences
+                },
+                "clinical_extra": [FUSED_LEVELS],
+            },
+            "features": {
+                "radiomics": list(self.radiomics_features),
+                "deep": list(self.deep_features),
+            },
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True, default=str) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelSpec:
+        data = json.loads(text)
+        if data.get("format") != BUNDLE_FORMAT:
+            raise ValueError(f"not a {BUNDLE_FORMAT} model spec (format {data.get('format')!r})")
+        return cls(**data)
+
+
+def load_radiomics_params(bundle: Path) -> dict[str, dict[str, Any]]:
+    folder = bundle / RADIOMICS_DIR
+    return {p.stem: yaml.safe_load(p.read_text()) for p in sorted(folder.glob("*.yaml"))} if folder.is_dir() else {}
+
+
+class CageRiskModel(mlflow.pyfunc.PythonModel):
+    """MLflow pyfunc of the whole scoring path (see the module docstring)."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        self.load_bundle(context.artifacts["bundle"])
+
+    def load_bundle(self, bundle_dir: str | Path) -> None:
+        """Load everything from a bundle directory (also usable without MLflow, e.g. in tests)."""
+        from cagerisk.radiomics.params import settings_hash
+
+        bundle = Path(bundle_dir)
+        self.spec = ModelSpec.from_json((bundle / SPEC_FILE).read_text())
+        self.combined = joblib.load(bundle / COMBINED_FILE)
+        self.radiomics_columns = pipeline_inputs(self.combined.rad_pipeline)
+        self.deep_columns = pipeline_inputs(self.combined.dl_pipeline)
+        self.radiomics_params = load_radiomics_params(bundle)
+        self.radiomics_sha256 = {seq: settings_hash(p) for seq, p in self.radiomics_params.items()}
+        self.segmenter = None
+        self.embedder = None
+        if self.spec.image_scoring:
+            if self.spec.ct_segmentation:
+                from cagerisk.segment import CTSegmenter
+
+                self.segmenter = CTSegmenter.load(bundle / SEGMENT_FILE)
+            if self.spec.deep_rois:
+                from cagerisk.deep.export import DeepEmbedder
+
+                self.embedder = DeepEmbedder.load(bundle / DEEP_FILE)
+        log.info(
+            "cage-subsidence model loaded: %d radiomics + %d deep features required, clinical %s, threshold %.4f, "
+            "image scoring %s",
+            len(self.spec.radiomics_features),
+            len(self.spec.deep_features),
+            self.spec.clinical_variables,
+            self.spec.threshold,
+            "on" if self.spec.image_scoring else "off",
+        )
+
+    # ---- scoring -------------------------------------------------------------------------------
+
+    def predict(self, context, model_input, params=None):  # no type hints: MLflow would build a schema from them
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        return self.score(frame)
+
+    def score(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Score every row; a bad row raises ``ScoringInputError`` naming the row (in a batch) and field."""
+        if frame.empty:
+            return pd.DataFrame({c: pd.Series(dtype=object) for c in OUTPUT_COLUMNS})
+        rows = frame.reset_index(drop=True)
+        radiomics: list[dict[str, float]] = []
+        deep: list[dict[str, float]] = []
+        clinical: list[dict[str, Any]] = []
+        modes: list[str] = []
+        for i, row in rows.iterrows():
+            values = {k: _cell(v) for k, v in row.items()}
+            try:
+                rad, dl, clin, mode = self._row_inputs(values)
+            except ScoringInputError as err:
+                if len(rows) > 1:
+                    raise ScoringInputError(f"rows[{i}].{err.field}", err.problem, err.status) from None
+                raise
+            radiomics.append(rad)
+            deep.append(dl)
+            clinical.append(clin)
+            modes.append(mode)
+        index = pd.Index([f"row{i}" for i in range(len(rows))], name=ID_COLUMN)
+        rad_frame = blank_unrequired(
+            pd.DataFrame(radiomics, index=index), self.radiomics_columns, self.spec.radiomics_features
+        )
+        dl_frame = blank_unrequired(pd.DataFrame(deep, index=index), self.deep_columns, self.spec.deep_features)
+        clin_frame = pd.DataFrame(clinical, index=index)
+        out = self.combined.predict_from_features(
+            rad_frame, dl_frame, clin_frame[self.spec.clinical_variables] if self.spec.clinical_variables else None
+        )
+        ids = rows[ID_COLUMN] if ID_COLUMN in rows.columns else pd.Series([None] * len(rows))
+        return pd.DataFrame(
+            {
+                "patient_id": [None if _cell(v) is None or _absent(v) else str(v) for v in ids],
+                "probability": out["prob"].to_numpy(dtype=np.float64),
+                "rad_sign": out["rad_sign"].to_numpy(dtype=np.float64),
+                "dl_sign": out["dl_sign"].to_numpy(dtype=np.float64),
+                "risk_class": out["risk_class"].astype(str).to_numpy(),
+                "threshold": np.full(len(rows), self.spec.threshold, dtype=np.float64),
+                "mode": modes,
+            }
+        )
+
+    def _row_inputs(self, values: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, float], dict[str, Any], str]:
+        feature_names = [*self.spec.radiomics_features, *self.spec.deep_features]
+        # A DataFrame holds NaN where a row lacks a column another row has: NaN means "not given"
+        # except for a value the model requires, which the checks then report as NaN.
+        given = [n for n in feature_names if not _absent(values.get(n))]
+        images_given = any(not _absent(values.get(image_field(s))) for s in self.spec.sequences)
+        clinical_values = {
+            k: values.get(k)
+            for k in (*CLINICAL_NAMES, FUSED_LEVELS)
+            if values.get(k) is not None and (k in self.spec.clinical_variables or not _absent(values.get(k)))
+        }
+        if not given and not images_given:
+            raise missing(
+                "features",
+                "neither precomputed features nor images were given; send the features listed by the model's "
+                "spec, or the images and masks",
+            )
+        if given:
+            clin = check_clinical(clinical_values, self.spec.clinical_variables)
+            rad = check_features(values, self.spec.radiomics_features) if self.spec.radiomics_features else {}
+            dl = check_features(values, self.spec.deep_features) if self.spec.deep_features else {}
+            return rad, dl, clin, MODE_FEATURES
+        if not self.spec.image_scoring:
+            raise missing("features", f"this model scores precomputed features only ({self.spec.image_scoring_note})")
+        clin = check_clinical(clinical_values, [*self.spec.clinical_variables, FUSED_LEVELS])
+        rad, dl = self.features_from_images(values, clin[FUSED_LEVELS])
+        return rad, dl, clin, MODE_IMAGES
+
+    def features_from_images(self, values: Mapping[str, Any], fused_levels: str) -> tuple[dict[str, float], dict[str, float]]:
+        """Radiomics and deep features of one patient from image and mask paths, with every input checked first."""
+        with tempfile.TemporaryDirectory(prefix="cagerisk-score-") as tmp:
+            volumes, predicted = self._checked_volumes(values, fused_levels, Path(tmp))
+            rad = self._radiomics(volumes, fused_levels, predicted)
+            dl = self._deep(volumes, fused_levels)
+        return rad, dl
+
+    def _checked_volumes(
+        self, values: Mapping[str, Any], fused_levels: str, tmp: Path
+    ) -> tuple[dict[str, tuple[str, str]], set[str]]:
+        """``{sequence: (image path, mask path)}`` and the sequences whose mask the U-Net made."""
+        from cagerisk.imaging.io import write_image
+
+        volumes: dict[str, tuple[str, str]] = {}
+        predicted_masks: set[str] = set()
+        for seq in self.spec.sequences:
+            image_path = values.get(image_field(seq))
+            if _absent(image_path):
+                raise missing(image_field(seq), f"the {seq} image is required for image scoring")
+            image = read_checked_image(str(image_path), image_field(seq))
+            mask_path = values.get(mask_field(seq))
+            predicted = _absent(mask_path)
+            if predicted:
+                if not self.spec.mask_optional(seq) or self.segmenter is None:
+                    raise missing(mask_field(seq), f"the {seq} mask (label map) is required for image scoring")
+                # As in training: the U-Net's label map, written and read back like the segment stage's masks.
+                try:
+                    labels = self.segmenter.segment(image)
+                except Exception as err:  # a CT the network cannot take (geometry, size) is the input's fault
+                    raise ScoringInputError(image_field(seq), f"the U-Net could not segment this CT ({type(err).__name__}: {err})") from None
+                mask_path = str(write_image(labels, tmp / f"{seq}_mask_pred.nii.gz"))
+                predicted_masks.add(seq)
+            mask = read_checked_image(str(mask_path), mask_field(seq))
+            present = check_mask(image, mask, seq, mask_field(seq))
+            for roi in self.spec.rois_of(seq):
+                try:
+                    check_roi_present(present, roi_label_values(fused_levels, roi), roi, mask_field(seq))
+                except ScoringInputError as err:
+                    if not predicted:
+                        raise
+                    # No mask was sent: what is missing is in the CT, as the U-Net saw it.
+                    raise ScoringInputError(image_field(seq), f"the U-Net's segmentation of this CT: {err.problem}") from None
+            volumes[seq] = (str(image_path), str(mask_path))
+        return volumes, predicted_masks
+
+    def _radiomics(
+        self, volumes: Mapping[str, tuple[str, str]], fused_levels: str, predicted: set[str] = frozenset()
+    ) -> dict[str, float]:
+        from cagerisk.radiomics.extract import RoiExtractionError, RoiTask, extract_roi
+        from cagerisk.radiomics.naming import prefixed_features
+
+        features: dict[str, float] = {}
+        for seq, roi in self.spec.radiomics_rois:
+            image, mask = volumes[seq]
+            task = RoiTask(
+                patient_id="scored",
+                sequence=seq,
+                roi=roi,
+                image=image,
+                mask=mask,
+                label_values=tuple(roi_label_values(fused_levels, roi)),
+                params=self.radiomics_params[seq],
+                settings_sha256=self.radiomics_sha256[seq],
+                itk_threads=1,  # as the stage's workers: one thread each
+            )
+            try:
+                features.update(prefixed_features(seq, roi, extract_roi(task)))
+            except Exception as err:  # inputs passed every check; whatever PyRadiomics refuses is still the input's
+                cause = err.__cause__ if isinstance(err, RoiExtractionError) and err.__cause__ else err
+                text = f"{type(cause).__name__}: {cause}".replace(image, image_field(seq)).replace(mask, mask_field(seq))
+                # With the U-Net's mask the caller sent only the image: the image is what to look at.
+                field = image_field(seq) if seq in predicted else mask_field(seq)
+                raise ScoringInputError(field, f"radiomics of ROI {roi} failed: {text}") from None
+        return features
+
+    def _deep(self, volumes: Mapping[str, tuple[str, str]], fused_levels: str) -> dict[str, float]:
+        if self.embedder is None:
+            return {}
+        sequences = list(dict.fromkeys(seq for seq, _ in self.spec.deep_rois))
+        try:
+            return self.embedder.embed({seq: volumes[seq] for seq in sequences}, fused_levels, patient_id="scored")
+        except Exception as err:  # as for radiomics: the inputs passed every check, the failure is theirs
+            text = f"{type(err).__name__}: {err}"
+            for seq, (image, mask) in volumes.items():
+                text = text.replace(image, image_field(seq)).replace(mask, mask_field(seq))
+            raise ScoringInputError("images", f"deep features could not be computed: {text}") from None
+
+
+def _cell(value: Any) -> Any:
+    """A DataFrame cell with pandas' missing markers (None, NaN in an object column, NA) as None.
+
+    A float NaN in a numeric column stays NaN so that the checks can say it is NaN; only missing
+    markers of text columns and pandas' NA become None.
+    """
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, str) and value.strip() == "":
+        return None
+    return value
+
+
+def _absent(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def score_frame(model: CageRiskModel, rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Convenience for tests and the service: score a list of row dicts."""
+    return model.score(pd.DataFrame(list(rows)))
+
+
+def model_signature(spec: ModelSpec):
+    """MLflow signature of both modes: clinical columns, optional image/mask paths, optional features."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    from cagerisk.cohort.schema import CLINICAL
+
+    columns = [ColSpec("string", ID_COLUMN, required=False)]
+    kinds = {v.name: v.kind for v in CLINICAL}
+    # Only the clinical values the model uses: any other column is dropped by MLflow anyway.
+    for name in spec.clinical_variables:
+        kind = "string" if kinds.get(name) == "categorical" else "long" if name in INTEGER_CLINICAL else "double"
+        columns.append(ColSpec(kind, name))
+    columns.append(ColSpec("string", FUSED_LEVELS, required=False))
+    for seq in spec.sequences:
+        columns.append(ColSpec("string", image_field(seq), required=False))
+        columns.append(ColSpec("string", mask_field(seq), required=False))
+    for name in [*spec.radiomics_features, *spec.deep_features]:
+        columns.append(ColSpec("double", name, required=False))
+    outputs = Schema(
+        [
+            ColSpec("string", "patient_id", required=False),
+            ColSpec("double", "probability"),
+            ColSpec("double", "rad_sign"),
+            ColSpec("double", "dl_sign"),
+            ColSpec("string", "risk_class"),
+            ColSpec("double", "threshold"),
+            ColSpec("string", "mode"),
+        ]
+    )
+    return ModelSignature(inputs=Schema(columns), outputs=outputs)

@@ -1,0 +1,279 @@
+"""End to end on loopback: train on the tiny cohort, register, build the bento, `bentoml serve` it, call it.
+
+The stages are the real ones (radiomics, ViT-3D, signatures, combined) at tiny sizes on the sagittal
+T2 only: the CT path needs a U-Net that segments, which takes minutes to train (it is exercised by
+`make demo` and benchmarks/serving_load.py on the demo cohort). Everything else is what production
+runs: the registered MLflow model imported into a BentoML store, `bentoml build`, `bentoml serve` of
+the bento in a subprocess, httpx against it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import gzip
+import json
+import math
+from pathlib import Path
+
+import httpx
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+from serving_helpers import compose_serving_config
+
+from cagerisk.cohort.manifest import load_manifest
+from cagerisk.serving.bento import bentoml_environment, import_champion, serve
+
+pytestmark = pytest.mark.slow
+
+TINY_SEED = 28
+API_KEY = "test-key-8c1f"
+MAX_FILE_MB = 1.0
+MAX_REQUEST_MB = 3.0
+# Tiny sizes; the code paths are the stages' own.
+PARAMS = Path(__file__).resolve().parent / "radiomics_original.yaml"
+STAGE_OVERRIDES = [
+    "radiomics.sequences=[t2]",
+    f"radiomics.params.t2={PARAMS}",
+    "compute=serial",
+    "deep.inputs=[t2_disc,t2_vertebra]",
+    "deep.trainer.max_epochs=1",
+    "deep.patience=1",
+    "deep.preprocess_workers=0",
+    "sweep.n_trials=3",
+    "sweep.cv_folds=3",
+    "sweep.pruner=null",
+    "sweep.sampler_startup_trials=2",
+    "sweep.log_trials=false",
+    "selection.radiomics.lasso.cv=3",
+    "selection.radiomics.lasso.n_alphas=10",
+    "selection.deep.reduce.n_components=3",
+    "classifier.include=[lr]",
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    """Cohort -> radiomics -> deep -> signatures -> combined -> register, at tiny sizes."""
+    from cagerisk.cohort.stage import run_cohort_stage
+    from cagerisk.deep.stage import run_deep_stage
+    from cagerisk.models.combined import run_combined_stage
+    from cagerisk.models.signatures import run_signatures_stage
+    from cagerisk.radiomics import run_radiomics_stage
+    from cagerisk.tracking.registry import register_model
+
+    tmp = tmp_path_factory.mktemp("e2e")
+    # The tiny cohort with a seed that gives 4 + 2 + 2 patients of each outcome in train/val/test: the
+    # signature search needs both outcomes in every cross-validation fold (tiny's own seed has 1).
+    tiny = ["cohort=tiny", f"cohort.seed={TINY_SEED}"]
+    run_cohort_stage(compose_serving_config(tmp, *tiny))
+    cohort = tmp / "data" / "cohort"
+    cfg = compose_serving_config(tmp, *tiny, f"deep.manifest={cohort}/manifest.csv", *STAGE_OVERRIDES)
+    run_radiomics_stage(cfg)
+    run_deep_stage(cfg)
+    run_signatures_stage(cfg)
+    run_combined_stage(cfg)
+    result = register_model(cfg)
+    return cfg, tmp, result
+
+
+@pytest.fixture(scope="module")
+def server(trained):
+    cfg, tmp, _ = trained
+    env = bentoml_environment(
+        extra={
+            "CAGERISK_API_KEY": API_KEY,
+            "CAGERISK_MAX_FILE_MB": str(MAX_FILE_MB),
+            "CAGERISK_MAX_REQUEST_MB": str(MAX_REQUEST_MB),
+            "MLFLOW_TRACKING_URI": str(cfg.tracking.uri),
+        },
+        home=tmp / "bentoml_home",
+    )
+    imported = import_champion(str(cfg.tracking.uri), env, build=True)
+    tag = imported["bento"]
+    with serve(tag, env, tmp / "bentoml-serve.log") as running:
+        yield running, imported, tag
+
+
+def client(url: str, key: str | None = API_KEY) -> httpx.Client:
+    return httpx.Client(base_url=url, headers={"X-API-Key": key} if key else {}, timeout=300.0)
+
+
+def patient_row(cfg, split: str = "test") -> pd.Series:
+    manifest = load_manifest(Path(str(cfg.paths.cohort)) / "manifest.csv")
+    return manifest[manifest["split"] == split].iloc[0]
+
+
+def clinical_of(row: pd.Series) -> dict:
+    values = {k: row[k] for k in ("sex", "age", "bmi", "diagnosis", "n_levels", "osteoporosis", "followup_months", "fused_levels")}
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in values.items()}
+
+
+def upload(row: pd.Series, **replace) -> dict:
+    """t2 image and mask of a patient as multipart files; file names carry the patient id on purpose."""
+    pid = row["patient_id"]
+    files = {
+        "t2_image": (f"{pid}_t2.nii.gz", Path(row["t2_image"]).read_bytes(), "application/gzip"),
+        "t2_mask": (f"{pid}_t2_mask.nii.gz", Path(row["t2_mask"]).read_bytes(), "application/gzip"),
+    }
+    for field, content in replace.items():
+        if content is None:
+            files.pop(field)
+        else:
+            files[field] = (f"{pid}_{field}.bin", content, "application/octet-stream")
+    return files
+
+
+def image_bytes(image: sitk.Image, tmp: Path, name: str) -> bytes:
+    path = tmp / name
+    sitk.WriteImage(image, str(path), useCompression=True)
+    return path.read_bytes()
+
+
+def check_score_equals_the_mlflow_model(server, trained):
+    running, imported, _ = server
+    cfg, _, result = trained
+    row = patient_row(cfg)
+    with client(running.url) as http:
+        response = http.post(
+            "/score", data={"clinical": json.dumps(clinical_of(row)), "patient_id": row["patient_id"]}, files=upload(row)
+        )
+    assert response.status_code == 200, response.text
+    served = response.json()
+    mlflow.set_tracking_uri(str(cfg.tracking.uri))
+    model = mlflow.pyfunc.load_model("models:/cage-subsidence@champion")
+    frame = pd.DataFrame([{**clinical_of(row), "patient_id": row["patient_id"], "t2_image": row["t2_image"], "t2_mask": row["t2_mask"]}])
+    expected = model.predict(frame).iloc[0]
+    assert expected["mode"] == "images"
+    # No training/serving skew: the endpoint's probability is the registered model's.
+    assert abs(served["probability"] - expected["probability"]) <= 1e-6
+    assert abs(served["rad_sign"] - expected["rad_sign"]) <= 1e-6 and abs(served["dl_sign"] - expected["dl_sign"]) <= 1e-6
+    assert served["risk_class"] == expected["risk_class"] and served["patient_id"] == row["patient_id"]
+    assert served["model_version"] == result.version == imported["mlflow_version"]
+    assert served["threshold"] == pytest.approx(model.unwrap_python_model().spec.threshold)
+
+
+def check_score_features_batches_and_matches(server, trained):
+    running, _, _ = server
+    cfg, _, _ = trained
+    with client(running.url) as http:
+        meta = http.get("/metadata").json()
+    needed = meta["expected_inputs"]["features"]
+    manifest = load_manifest(Path(str(cfg.paths.cohort)) / "manifest.csv").set_index("patient_id", drop=False)
+    rad = pd.read_parquet(Path(str(cfg.paths.features)) / "radiomics.parquet").set_index("patient_id")
+    deep = pd.read_parquet(Path(str(cfg.paths.features)) / "deep.parquet").set_index("patient_id")
+    patients = list(manifest.index[:8])
+
+    def item(pid: str) -> dict:
+        features = {**rad.loc[pid, needed["radiomics"]].to_dict(), **deep.loc[pid, needed["deep"]].to_dict()}
+        features = {k: (None if math.isnan(v) else float(v)) for k, v in features.items()}
+        return {"patient_id": pid, "clinical": clinical_of(manifest.loc[pid]), "features": features}
+
+    # Eight concurrent single-patient requests (adaptive batching merges them) and one batch of eight.
+    with client(running.url) as http, concurrent.futures.ThreadPoolExecutor(8) as pool:
+        single = list(pool.map(lambda p: http.post("/score_features", json={"items": [item(p)]}), patients))
+        batch = http.post("/score_features", json={"items": [item(p) for p in patients]})
+    assert all(r.status_code == 200 for r in single), [r.text for r in single if r.status_code != 200]
+    assert batch.status_code == 200, batch.text
+    by_one = [r.json()[0] for r in single]
+    assert [r["patient_id"] for r in by_one] == patients == [r["patient_id"] for r in batch.json()]
+    np.testing.assert_allclose([r["probability"] for r in by_one], [r["probability"] for r in batch.json()], atol=1e-12)
+    scores = pd.read_parquet(Path(str(cfg.paths.models)) / "combined" / "scores.parquet").set_index("patient_id")
+    held_out = [i for i, p in enumerate(patients) if manifest.loc[p, "split"] != "train"]
+    np.testing.assert_allclose(
+        [by_one[i]["probability"] for i in held_out], scores.loc[[patients[i] for i in held_out], "combined"], atol=1e-9
+    )
+
+
+def check_metadata_docs_and_probes(server, trained):
+    running, imported, _ = server
+    cfg, _, result = trained
+    with client(running.url) as http:
+        meta = http.get("/metadata").json()
+        docs = http.get("/docs.json").json()
+        assert http.get("/healthz").status_code == 200 and http.get("/readyz").status_code == 200
+    assert (meta["model_name"], meta["model_version"], meta["alias"]) == ("cage-subsidence", result.version, "champion")
+    assert meta["training_data_sha256"] == result.training_data_sha256 == imported["training_data_sha256"]
+    assert 0.0 < meta["threshold"] < 1.0
+    assert meta["expected_inputs"]["images"]["fields"]["t2"]["mask_required"] is True
+    assert {"/score", "/score_features", "/metadata", "/healthz", "/readyz"} <= set(docs["paths"])
+
+
+BAD_CLINICAL = [
+    ({"age": float("nan")}, 422, "clinical.age"),
+    ({"age": 250}, 422, "clinical.age"),
+    ({"sex": "X"}, 422, "clinical.sex"),
+    ({"fused_levels": "L9-L10"}, 422, "clinical.fused_levels"),
+    ({"fused_levels": None}, 400, "clinical.fused_levels"),
+]
+
+
+def check_bad_input_gets_4xx_naming_the_field(server, trained, tmp_path: Path):
+    running, _, _ = server
+    cfg, _, _ = trained
+    row = patient_row(cfg)
+    clinical = clinical_of(row)
+    image = sitk.ReadImage(row["t2_image"])
+    mask = sitk.ReadImage(row["t2_mask"])
+    shifted = sitk.Image(mask)
+    shifted.SetOrigin(tuple(o + 7.0 for o in mask.GetOrigin()))
+    cropped = mask[:, :, : max(mask.GetSize()[2] - 2, 1)]
+    no_disc = sitk.Mask(mask, sitk.Less(mask, 11))  # every disc label removed: the disc ROI is empty
+    huge = gzip.compress(b"\0" * 10) + np.random.default_rng(0).bytes(int(MAX_FILE_MB * 2**20) + 1000)
+    cases = [
+        ({"t2_image": None}, clinical, 400, "t2_image"),
+        ({"t2_mask": None}, clinical, 400, "t2_mask"),
+        ({"t2_mask": image_bytes(shifted, tmp_path, "shifted.nii.gz")}, clinical, 422, "t2_mask"),
+        ({"t2_mask": image_bytes(cropped, tmp_path, "cropped.nii.gz")}, clinical, 422, "t2_mask"),
+        ({"t2_mask": image_bytes(no_disc, tmp_path, "nodisc.nii.gz")}, clinical, 422, "t2_mask"),
+        ({"t2_image": b"\x1f\x8b\x08\x00corrupt gzip stream" * 30}, clinical, 422, "t2_image"),
+        ({"t2_image": b"Patient notes, not an image.\n" * 40}, clinical, 422, "t2_image"),
+        ({"t2_image": huge}, clinical, 413, "t2_image"),
+        *[({}, {**clinical, **change}, status, field) for change, status, field in BAD_CLINICAL],
+    ]
+    with client(running.url) as http:
+        for replace, values, status, field in cases:
+            text = json.dumps({k: v for k, v in values.items() if v is not None}).replace('"NaN"', "NaN")
+            response = http.post("/score", data={"clinical": text, "patient_id": row["patient_id"]}, files=upload(row, **replace))
+            assert response.status_code == status, (replace.keys(), values, response.text)
+            assert response.json()["field"] == field and field in response.json()["error"], response.text
+        # The whole request over the limit: refused before the body is read.
+        too_big = {"t2_image": ("a.bin", b"\0" * int(MAX_REQUEST_MB * 2**20 + 10), "application/octet-stream")}
+        response = http.post("/score", data={"clinical": "{}"}, files=too_big)
+        assert response.status_code == 413 and "request body" in response.text
+        response = http.post("/score", data={"clinical": "{not json"}, files=upload(row))
+        assert response.status_code == 400 and response.json()["field"] == "clinical"
+        bad_features = http.post("/score_features", json={"items": [{"clinical": clinical, "features": {"x": 1.0}}]})
+        assert bad_features.status_code == 400 and "features" in bad_features.text
+        nan = http.post(
+            "/score_features",
+            content=b'{"items": [{"clinical": {"age": NaN}, "features": {}}]}',
+            headers={"content-type": "application/json"},
+        )
+        assert nan.status_code == 400 and "age" in nan.text
+    # Without the API key: 401, except the probes.
+    with client(running.url, key=None) as http:
+        assert http.post("/score", data={"clinical": "{}"}).status_code == 401
+        assert http.get("/metadata").status_code == 401
+        assert http.get("/readyz").status_code == 200
+
+
+def check_logs_hold_no_patient_identifier(server, trained):
+    running, _, _ = server
+    cfg, _, _ = trained
+    log_text = running.log_text()
+    assert "POST,path=/score" in log_text.replace(" ", "") or "/score" in log_text
+    manifest = load_manifest(Path(str(cfg.paths.cohort)) / "manifest.csv")
+    leaked = [pid for pid in manifest["patient_id"] if str(pid) in log_text]
+    assert not leaked, f"patient ids in the server log: {leaked}"
+
+
+def test_served_bento_end_to_end(server, trained, tmp_path: Path):
+    """One test (one xdist worker, one trained pipeline, one server) running every check in order."""
+    check_score_equals_the_mlflow_model(server, trained)
+    check_score_features_batches_and_matches(server, trained)
+    check_metadata_docs_and_probes(server, trained)
+    check_bad_input_gets_4xx_naming_the_field(server, trained, tmp_path)
+    check_logs_hold_no_patient_identifier(server, trained)
