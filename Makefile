@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/python -m cagerisk.demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --timeout 900
+	$(BIN)/python -m pytest -n 2 --dist loadscope --timeout 900
 
 clean:
 	rm -rf $(VENV)

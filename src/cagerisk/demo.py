@@ -1,26 +1,59 @@
-"""`make demo`: the whole pipeline on the embedded synthetic cohort, under one parent MLflow run.
+"""`make demo`: from the synthetic cohort to a registered champion served over HTTP, on loopback.
 
-Runs ``dvc repro`` (every stage of dvc.yaml) with the stages nested under a parent run, tags the
-parent with the git commit and the DVC hashes of what was produced, and prints where everything is.
+1. ``dvc repro`` of every stage under one parent MLflow run (stages nest under it; the parent gets the
+   git commit and the DVC hashes of what was produced);
+2. ``cagerisk register`` (nested under the same parent): the serving model becomes a new version of
+   ``cage-subsidence``, champion or challenger;
+3. the champion is imported into the BentoML store (``bentoml_home/``) and built into a bento;
+4. ``bentoml serve`` of the bento on 127.0.0.1; one real ``/score`` request for a test patient of the
+   demo cohort (images and masks uploaded, the CT mask left to the U-Net) is printed; the server is
+   stopped;
+5. the commands to browse MLflow and to containerize the bento are printed.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import mlflow
 from hydra import compose, initialize_config_dir
+from rich.console import Console
+from rich.panel import Panel
 
 from cagerisk.logging_setup import configure_logging
-from cagerisk.tracking import configure_tracking, dvc_lock_hashes, git_commit
+from cagerisk.tracking import configure_tracking, dvc_lock_hashes, flatten_config, git_commit
 from cagerisk.tracking.runs import PARENT_RUN_ENV
 
 log = logging.getLogger("cagerisk.demo")
 ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+console = Console()
+T = TypeVar("T")
+
+
+def step(title: str, action: Callable[[], T]) -> T:
+    """Run one long step under a rich spinner and report its duration."""
+    started = time.perf_counter()
+    with console.status(f"[bold]{title}[/bold] ..."):
+        result = action()
+    console.print(f"[green]done[/green] {title} ({time.perf_counter() - started:.0f} s)")
+    return result
+
+
+def _environment(parent_run_id: str | None = None) -> dict[str, str]:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if parent_run_id:
+        env[PARENT_RUN_ENV] = parent_run_id
+    return env
 
 
 def run_pipeline(extra_env: dict[str, str] | None = None) -> str:
@@ -31,23 +64,114 @@ def run_pipeline(extra_env: dict[str, str] | None = None) -> str:
     commit = git_commit(ROOT)
     tags = {"cagerisk.stage": "pipeline", **({"git_commit": commit} if commit else {})}
     with mlflow.start_run(experiment_id=experiment_id, run_name="pipeline", tags=tags) as parent:
-        env = {**os.environ, **(extra_env or {}), PARENT_RUN_ENV: parent.info.run_id}
-        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        mlflow.log_params(flatten_config(cfg))
+        env = {**_environment(parent.info.run_id), **(extra_env or {})}
         log.info("dvc repro (stages nest under MLflow run %s)", parent.info.run_id)
-        subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro"], cwd=ROOT, env=env, check=True)
+        subprocess.run([str(BIN / "dvc"), "repro"], cwd=ROOT, env=env, check=True)
         mlflow.set_tags(dvc_lock_hashes(ROOT / "dvc.lock"))
         return parent.info.run_id
 
 
+def register(parent_run_id: str) -> dict[str, Any]:
+    """`cagerisk register` nested under the pipeline's run; returns its JSON decision."""
+    done = subprocess.run(
+        [str(BIN / "cagerisk"), "register"], cwd=ROOT, env=_environment(parent_run_id), capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        console.print(done.stdout[-3000:], done.stderr[-5000:])
+        raise SystemExit(f"cagerisk register failed ({done.returncode})")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def demo_patient(cohort_dir: Path) -> Any:
+    """The first test-split patient of the demo cohort (never seen in training)."""
+    from cagerisk.cohort.manifest import load_manifest
+
+    manifest = load_manifest(cohort_dir / "manifest.csv")
+    test = manifest[manifest["split"] == "test"]
+    return (test if len(test) else manifest).iloc[0]
+
+
+def score_request(url: str, row: Any, metadata: dict[str, Any]) -> dict[str, Any]:
+    """One real /score call: the images (and masks) the model needs, clinical values as JSON."""
+    import httpx
+
+    from cagerisk.cohort.schema import CLINICAL_NAMES
+
+    fields = metadata["expected_inputs"]["images"]["fields"]
+    files: dict[str, tuple[str, bytes, str]] = {}
+    for seq, spec in fields.items():
+        files[spec["image"]] = (f"{seq}.nii.gz", Path(row[f"{seq}_image"]).read_bytes(), "application/gzip")
+        if spec["mask_required"]:
+            files[spec["mask"]] = (f"{seq}_mask.nii.gz", Path(row[f"{seq}_mask"]).read_bytes(), "application/gzip")
+    clinical = {k: (row[k].item() if hasattr(row[k], "item") else row[k]) for k in (*CLINICAL_NAMES, "fused_levels")}
+    headers = {"X-API-Key": os.environ["CAGERISK_API_KEY"]} if os.environ.get("CAGERISK_API_KEY") else {}
+    response = httpx.post(
+        f"{url}/score",
+        data={"clinical": json.dumps(clinical), "patient_id": str(row["patient_id"])},
+        files=files,
+        headers=headers,
+        timeout=600.0,
+    )
+    if response.status_code != 200:
+        raise SystemExit(f"/score answered {response.status_code}: {response.text}")
+    return {"request": {"files": sorted(files), "clinical": clinical}, "response": response.json()}
+
+
+def serve_and_score(tracking_uri: str, cohort_dir: Path) -> dict[str, Any]:
+    import httpx
+
+    from cagerisk.serving.bento import bentoml_environment, import_champion, serve
+
+    env = bentoml_environment(extra={"MLFLOW_TRACKING_URI": tracking_uri})
+    imported = step(
+        "importing the champion into the BentoML store and building the bento",
+        lambda: import_champion(tracking_uri, env, build=True),
+    )
+    tag = imported["bento"]
+    log_path = ROOT / "bentoml_home" / "demo-serve.log"
+    headers = {"X-API-Key": os.environ["CAGERISK_API_KEY"]} if os.environ.get("CAGERISK_API_KEY") else {}
+    # The server runs only inside this block: leaving it (normally or on an error) stops its process group.
+    with console.status("[bold]bentoml serve[/bold] on 127.0.0.1 (loading the model) ...") as status, serve(
+        tag, env, log_path
+    ) as running:
+        status.stop()
+        console.print(f"[green]serving[/green] {tag} at {running.url} (OpenAPI docs: {running.url}/ ; log {log_path})")
+        metadata = httpx.get(f"{running.url}/metadata", headers=headers, timeout=30).json()
+        row = demo_patient(cohort_dir)
+        scored = step("POST /score for one demo patient", lambda: score_request(running.url, row, metadata))
+        console.print("stopping the server ...")
+    return {"bento": tag, "imported": imported, "url": running.url, "metadata": metadata, **scored}
+
+
 def main() -> None:
     configure_logging()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
     os.chdir(ROOT)
-    run_id = run_pipeline()
-    data = ROOT / "data"
-    print()
-    print(f"outputs:        {data}  (cohort: {data / 'cohort'})")
-    print(f"MLflow run:     {run_id}  (store: sqlite:///{ROOT / 'mlruns' / 'mlflow.db'})")
-    print(f"MLflow UI:      {Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri sqlite:///mlruns/mlflow.db")
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config")
+    tracking_uri = str(cfg.tracking.uri)
+    if tracking_uri.startswith("sqlite:///") and not tracking_uri.startswith("sqlite:////"):
+        tracking_uri = f"sqlite:///{(ROOT / tracking_uri.removeprefix('sqlite:///')).resolve()}"
+    run_id = step("dvc repro (every stage, nested under one MLflow run)", run_pipeline)
+    decision = step("cagerisk register", lambda: register(run_id))
+    console.print(
+        Panel.fit(
+            f"cage-subsidence version {decision['version']} -> [bold]{decision['alias']}[/bold]\n{decision['reason']}\n"
+            f"validation AUC {decision['val_auc']}  (champion's {decision['champion_val_auc']}, DeLong p {decision['delong_p']})",
+            title="registry",
+        )
+    )
+    served = serve_and_score(tracking_uri, Path(str(cfg.paths.cohort)).resolve())
+    console.print(Panel(json.dumps(served["response"], indent=2), title=f"POST /score  ({', '.join(served['request']['files'])})"))
+    console.print(f"outputs:          {ROOT / 'data'}")
+    console.print(f"MLflow run:       {run_id}  (store: {tracking_uri})")
+    console.print(f"MLflow UI:        {BIN / 'mlflow'} ui --backend-store-uri {tracking_uri}")
+    console.print(f"bento:            {served['bento']}  (BENTOML_HOME={ROOT / 'bentoml_home'})")
+    console.print(
+        f"serve it again:   BENTOML_HOME={ROOT / 'bentoml_home'} {BIN / 'bentoml'} serve {served['bento']} --host 127.0.0.1"
+    )
+    console.print(f"container image:  BENTOML_HOME={ROOT / 'bentoml_home'} {BIN / 'bentoml'} containerize {served['bento']}")
 
 
 if __name__ == "__main__":
