@@ -72,10 +72,23 @@ def run_pipeline(extra_env: dict[str, str] | None = None) -> str:
         return parent.info.run_id
 
 
+def pipeline_overrides() -> list[str]:
+    """The Hydra overrides of the choices in params.yaml, as the dvc.yaml stages pass them."""
+    import yaml
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text()) or {}
+    keys = {"cohort": "cohort", "data": "paths.data", "radiomics": "radiomics", "deep": "deep", "sweep": "sweep"}
+    return [f"{key}={params[name]}" for name, key in keys.items() if name in params]
+
+
 def register(parent_run_id: str) -> dict[str, Any]:
-    """`cagerisk register` nested under the pipeline's run; returns its JSON decision."""
+    """`cagerisk register` nested under the pipeline's run, with the pipeline's choices; returns its JSON decision."""
     done = subprocess.run(
-        [str(BIN / "cagerisk"), "register"], cwd=ROOT, env=_environment(parent_run_id), capture_output=True, text=True
+        [str(BIN / "cagerisk"), "register", *pipeline_overrides()],
+        cwd=ROOT,
+        env=_environment(parent_run_id),
+        capture_output=True,
+        text=True,
     )
     if done.returncode != 0:
         console.print(done.stdout[-3000:], done.stderr[-5000:])
@@ -149,7 +162,7 @@ def main() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
     os.chdir(ROOT)
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config")
+        cfg = compose(config_name="config", overrides=pipeline_overrides())
     tracking_uri = str(cfg.tracking.uri)
     if tracking_uri.startswith("sqlite:///") and not tracking_uri.startswith("sqlite:////"):
         tracking_uri = f"sqlite:///{(ROOT / tracking_uri.removeprefix('sqlite:///')).resolve()}"
@@ -164,7 +177,7 @@ def main() -> None:
     )
     served = serve_and_score(tracking_uri, Path(str(cfg.paths.cohort)).resolve())
     console.print(Panel(json.dumps(served["response"], indent=2), title=f"POST /score  ({', '.join(served['request']['files'])})"))
-    console.print(f"outputs:          {ROOT / 'data'}")
+    console.print(f"outputs:          {Path(str(cfg.paths.data)).resolve()}")
     console.print(f"MLflow run:       {run_id}  (store: {tracking_uri})")
     console.print(f"MLflow UI:        {BIN / 'mlflow'} ui --backend-store-uri {tracking_uri}")
     console.print(f"bento:            {served['bento']}  (BENTOML_HOME={ROOT / 'bentoml_home'})")

@@ -352,8 +352,15 @@ def failure_summary(failures: pd.DataFrame, limit: int = 10) -> str:
     return "\n".join(lines)
 
 
-def write_stage_outputs(extraction: RadiomicsExtraction, radiomics_cfg: Mapping[str, Any]) -> dict[str, Path]:
-    """Failures CSV and summary JSON always; the table only when complete or ``on_failure=nan``."""
+def write_stage_outputs(
+    extraction: RadiomicsExtraction,
+    radiomics_cfg: Mapping[str, Any],
+    params: Mapping[str, RadiomicsParams] | None = None,
+) -> dict[str, Path]:
+    """Failures CSV and summary JSON always; the table only when complete or ``on_failure=nan``.
+
+    The summary records each sequence's settings hash, so that whoever later extracts features for this
+    table's models (``cagerisk register`` for serving) can check it uses the same settings."""
     policy = str(radiomics_cfg.get("on_failure", "error"))
     if policy not in ON_FAILURE:
         raise ValueError(f"radiomics.on_failure={policy!r}; expected one of {ON_FAILURE}")
@@ -366,6 +373,8 @@ def write_stage_outputs(extraction: RadiomicsExtraction, radiomics_cfg: Mapping[
     outputs["failures"] = failures_path
 
     summary = {**extraction.metrics(), "feature_counts": extraction.feature_counts, "on_failure": policy}
+    if params:
+        summary["settings_sha256"] = {seq: p.sha256 for seq, p in params.items()}
     summary_path = Path(str(radiomics_cfg["summary"]))
     summary_path.parent.mkdir(parents=True, exist_ok=True)
     summary_path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
@@ -454,7 +463,7 @@ def run_radiomics_stage(cfg: Any) -> RadiomicsExtraction:
             show_progress=bool(rcfg.get("progress", True)),
             check_geometry=bool(rcfg.get("check_geometry", True)),
         )
-        outputs = write_stage_outputs(extraction, rcfg)
+        outputs = write_stage_outputs(extraction, rcfg, params)
         if run is not None:
             _log_to_mlflow(extraction, params, outputs)
         if extraction.n_failed and policy == "error":

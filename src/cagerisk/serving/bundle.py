@@ -8,6 +8,7 @@ of every sequence as the radiomics stage merged them. ``spec.json`` says which i
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 from collections.abc import Mapping, Sequence
@@ -118,6 +119,22 @@ def _radiomics_params(cfg: DictConfig, sequences: Sequence[str]) -> dict[str, An
     return params_by_sequence(rcfg, list(sequences))
 
 
+def _check_radiomics_settings(cfg: DictConfig, params: Mapping[str, Any]) -> None:
+    """The served extractor must use the settings that made the training table (training/serving skew
+    otherwise): compare with the hashes the radiomics stage recorded in its summary, when it did."""
+    summary_path = Path(str(cfg.radiomics.summary)) if "radiomics" in cfg and "summary" in cfg.radiomics else None
+    if summary_path is None or not summary_path.is_file():
+        return
+    recorded = json.loads(summary_path.read_text()).get("settings_sha256") or {}
+    differ = [seq for seq, p in params.items() if seq in recorded and recorded[seq] != p.sha256]
+    if differ:
+        raise BundleError(
+            f"radiomics settings of sequence(s) {differ} differ from those that made the training table "
+            f"({summary_path}): register with the radiomics config the pipeline ran with "
+            "(e.g. `cagerisk register radiomics=<the params.yaml choice>`)"
+        )
+
+
 def _copy(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(src, dst)
@@ -158,6 +175,7 @@ def build_serving_bundle(
 
     rad_sequences = list(dict.fromkeys(seq for seq, _ in radiomics_rois))
     params = _radiomics_params(cfg, rad_sequences)
+    _check_radiomics_settings(cfg, params)
     for seq, p in params.items():
         target = out / RADIOMICS_DIR / f"{seq}.yaml"
         target.parent.mkdir(parents=True, exist_ok=True)
