@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cagerisk.atomic import load_torch_bundle, save_torch_bundle
 from cagerisk.cohort.schema import ID
 from cagerisk.deep.data import PreprocessSettings, preprocess_volume
 from cagerisk.deep.model import DeepRadiomicsNet, build_deep_net, input_key
@@ -79,27 +80,11 @@ class DeepBundle:
 
 
 def save_deep_bundle(bundle: DeepBundle, path: str | Path) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    torch.save({"format": BUNDLE_FORMAT, **asdict(bundle)}, tmp)
-    tmp.replace(p)
-    return p
+    return save_torch_bundle(asdict(bundle), BUNDLE_FORMAT, path)
 
 
 def load_deep_bundle(path: str | Path) -> DeepBundle:
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"deep model {p} does not exist; run `cagerisk deep` first")
-    try:
-        payload = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"deep model {p} is not a readable bundle: {exc}") from exc
-    if not isinstance(payload, dict) or payload.get("format") != BUNDLE_FORMAT:
-        raise ValueError(f"deep model {p} is not a {BUNDLE_FORMAT} bundle")
-    payload = dict(payload)
-    payload.pop("format")
-    return DeepBundle(**payload)
+    return DeepBundle(**load_torch_bundle(path, BUNDLE_FORMAT, "deep model", "cagerisk deep"))
 
 
 class DeepEmbedder:

@@ -263,14 +263,7 @@ def run_combined_stage(cfg: DictConfig) -> dict[str, Any]:
             "combined_variables": [*SIGNATURE_COLUMNS, *combined_vars],
         }
         for name, result in (("clinical", clin), ("combined", comb)):
-            summary[name] = {
-                "study": result.study_name,
-                "cv_auc": result.cv_auc,
-                "best_classifier": result.best_classifier,
-                "best_params": result.best_params,
-                "n_trials_total": result.n_trials_total,
-                "n_trials_added": result.n_trials_added,
-            }
+            summary[name] = result.summary()
             if run is not None:
                 mlflow.log_metrics({f"{name}_cv_auc": result.cv_auc, f"{name}_n_trials": result.n_trials_total})
         if not settings.fit_best:

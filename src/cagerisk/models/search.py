@@ -114,6 +114,17 @@ class SearchResult:
     oof_proba: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def summary(self) -> dict[str, Any]:
+        """What the stages' summary JSON says of a search."""
+        return {
+            "study": self.study_name,
+            "cv_auc": self.cv_auc,
+            "best_classifier": self.best_classifier,
+            "best_params": self.best_params,
+            "n_trials_total": self.n_trials_total,
+            "n_trials_added": self.n_trials_added,
+        }
+
 
 def cv_splits(y: np.ndarray, n_folds: int, n_repeats: int, seed: int) -> list[tuple[np.ndarray, np.ndarray, int]]:
     """Stratified (repeated) k-fold splits as ``(train, valid, repeat)``; folds capped by the minority class."""

@@ -105,15 +105,7 @@ def run_signatures_stage(cfg: DictConfig) -> dict[str, Any]:
             X = tables[kind.target].loc[patients]
             log.info("%s: %d training patients, %d features", kind.column, int(train.sum()), X.shape[1])
             result = fit_signature(cfg, kind, X.loc[train], y[train])
-            entry = {
-                "study": result.study_name,
-                "cv_auc": result.cv_auc,
-                "best_classifier": result.best_classifier,
-                "best_params": result.best_params,
-                "n_trials_total": result.n_trials_total,
-                "n_trials_added": result.n_trials_added,
-                "n_features_in": int(X.shape[1]),
-            }
+            entry = {**result.summary(), "n_features_in": int(X.shape[1])}
             if run is not None:
                 mlflow.log_metrics({f"{kind.target}_cv_auc": result.cv_auc, f"{kind.target}_n_trials": result.n_trials_total})
             if not settings.fit_best:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cagerisk.atomic import write_frame_atomic
 from cagerisk.cohort import schema
 from cagerisk.radiomics.cache import RadiomicsCache, file_sha256
 from cagerisk.radiomics.distributed import compute_client, map_rois
@@ -332,19 +332,6 @@ def _record(
         failures.append(_failure(task, outcome.error_type, outcome.error))
 
 
-def write_parquet_atomic(table: pd.DataFrame, path: str | Path) -> Path:
-    """Write next to the target, then ``os.replace``: a killed run never leaves half a Parquet file."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    try:
-        table.to_parquet(tmp, index=False)
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return p
-
-
 def failure_summary(failures: pd.DataFrame, limit: int = 10) -> str:
     lines = [f"  - {r.patient_id} / {r.sequence} / {r.roi}: {r.error}" for r in failures.head(limit).itertuples()]
     if len(failures) > limit:
@@ -365,12 +352,7 @@ def write_stage_outputs(
     if policy not in ON_FAILURE:
         raise ValueError(f"radiomics.on_failure={policy!r}; expected one of {ON_FAILURE}")
     outputs: dict[str, Path] = {}
-    failures_path = Path(str(radiomics_cfg["failures"]))
-    failures_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = failures_path.with_name(f".{failures_path.name}.{os.getpid()}.tmp")
-    extraction.failures.to_csv(tmp, index=False)
-    os.replace(tmp, failures_path)
-    outputs["failures"] = failures_path
+    outputs["failures"] = write_frame_atomic(extraction.failures, Path(str(radiomics_cfg["failures"])))
 
     summary = {**extraction.metrics(), "feature_counts": extraction.feature_counts, "on_failure": policy}
     if params:
@@ -382,7 +364,7 @@ def write_stage_outputs(
 
     output = Path(str(radiomics_cfg["output"]))
     if extraction.n_failed == 0 or policy == "nan":
-        outputs["table"] = write_parquet_atomic(extraction.table, output)
+        outputs["table"] = write_frame_atomic(extraction.table, output)
         log.info("radiomics table %s: %d patients x %d features", output, *extraction.table.shape)
     elif output.exists():
         log.warning("%s is left as it was, from an earlier run: this run had failed ROIs", output)

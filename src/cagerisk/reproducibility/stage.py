@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cagerisk.atomic import write_frame_atomic
 from cagerisk.cohort import schema
 from cagerisk.radiomics import (
     RadiomicsExtraction,
@@ -208,20 +208,6 @@ def icc_table(reader1: pd.DataFrame, reader2: pd.DataFrame, alpha: float = 0.05,
     return table.reset_index()
 
 
-def _write_atomic(frame: pd.DataFrame, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        if path.suffix == ".parquet":
-            frame.to_parquet(tmp, index=False)
-        else:
-            frame.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def _failures_frame(extraction_failures: pd.DataFrame, agreement_failures: pd.DataFrame) -> pd.DataFrame:
     parts = []
     if len(extraction_failures):
@@ -318,14 +304,14 @@ def run_reproducibility(
 def write_outputs(result: Reproducibility, rcfg: Mapping[str, Any], threshold: float, complete: bool) -> dict[str, Path]:
     """Failures always; the ICC table, reader-2 features, summaries and plot only when ``complete``."""
     report_dir = Path(str(rcfg["report_dir"]))
-    outputs = {"failures": _write_atomic(result.failures, report_dir / "failures.csv")}
+    outputs = {"failures": write_frame_atomic(result.failures, report_dir / "failures.csv")}
     if not complete:
         return outputs
-    outputs["icc"] = _write_atomic(result.icc, Path(str(rcfg["output"])))
-    outputs["reader2"] = _write_atomic(result.reader2, Path(str(rcfg["reader2_output"])))
-    outputs["summary"] = _write_atomic(result.summary, report_dir / "icc_summary.csv")
-    outputs["agreement"] = _write_atomic(result.agreement, report_dir / "mask_agreement.csv")
-    outputs["agreement_summary"] = _write_atomic(result.agreement_summary, report_dir / "mask_agreement_summary.csv")
+    outputs["icc"] = write_frame_atomic(result.icc, Path(str(rcfg["output"])))
+    outputs["reader2"] = write_frame_atomic(result.reader2, Path(str(rcfg["reader2_output"])))
+    outputs["summary"] = write_frame_atomic(result.summary, report_dir / "icc_summary.csv")
+    outputs["agreement"] = write_frame_atomic(result.agreement, report_dir / "mask_agreement.csv")
+    outputs["agreement_summary"] = write_frame_atomic(result.agreement_summary, report_dir / "mask_agreement_summary.csv")
     outputs["histogram"] = report_dir / "icc_histogram.png"
     plot_icc_histograms(result.icc, threshold, outputs["histogram"])
     metrics_path = report_dir / "metrics.json"

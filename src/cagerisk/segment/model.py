@@ -28,6 +28,7 @@ from hydra.utils import instantiate
 from scipy import ndimage
 from torch import nn
 
+from cagerisk.atomic import load_torch_bundle, save_torch_bundle
 from cagerisk.cohort.schema import LABELS, VERTEBRAE
 
 __all__ = [
@@ -78,28 +79,11 @@ def build_unet(net_cfg: Mapping[str, Any]) -> nn.Module:
 
 
 def save_bundle(bundle: SegmentationBundle, path: str | Path) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": BUNDLE_FORMAT, **asdict(bundle)}
-    tmp = p.with_name(p.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(p)
-    return p
+    return save_torch_bundle(asdict(bundle), BUNDLE_FORMAT, path)
 
 
 def load_bundle(path: str | Path) -> SegmentationBundle:
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"segmentation model {p} does not exist; run `cagerisk segment` first")
-    try:
-        payload = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"segmentation model {p} is not a readable bundle: {exc}") from exc
-    if not isinstance(payload, dict) or payload.get("format") != BUNDLE_FORMAT:
-        raise ValueError(f"segmentation model {p} is not a {BUNDLE_FORMAT} bundle")
-    payload = dict(payload)
-    payload.pop("format")
-    return SegmentationBundle(**payload)
+    return SegmentationBundle(**load_torch_bundle(path, BUNDLE_FORMAT, "segmentation model", "cagerisk segment"))
 
 
 def _erode_in_plane(mask: np.ndarray, affine: np.ndarray, erosion_mm: float) -> np.ndarray:
