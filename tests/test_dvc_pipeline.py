@@ -50,7 +50,7 @@ def clean_copy(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 
 def _dvc(repo: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600)
 
 
 def test_pipeline_graph_has_every_stage_in_order(clean_copy):

@@ -88,7 +88,7 @@ def register(parent_run_id: str) -> dict[str, Any]:
         cwd=ROOT,
         env=_environment(parent_run_id),
         capture_output=True,
-        text=True,
+        text=True, encoding="utf-8", errors="replace",
     )
     if done.returncode != 0:
         console.print(done.stdout[-3000:], done.stderr[-5000:])

@@ -63,7 +63,7 @@ def test_permuted_labels_give_chance_auc_through_the_cli(tmp_path):
         "tracking.enabled=false",
         *FAST,
     ]
-    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     for key in ("auc", "auc_ci_low", "auc_ci_high", "n", "n_features_in", "selected_features", "best_classifier"):

@@ -135,7 +135,7 @@ def test_two_concurrent_processes_share_one_sqlite_study(tmp_path):
             [sys.executable, str(script), str(w), storage, str(tmp_path), str(CONF)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            text=True,
+            text=True, encoding="utf-8", errors="replace",
             env=env,
             cwd=ROOT,
         )

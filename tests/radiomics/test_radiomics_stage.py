@@ -124,7 +124,7 @@ def test_console_entry_point_runs_the_stage(roi_cohort, tmp_path):
         f"paths.data={tmp_path}/data", f"radiomics.manifest={cohort_dir}/manifest.csv",
         "tracking.enabled=false", "radiomics=fast", "compute=serial",
     ]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "1 ROIs recomputed" in done.stderr + done.stdout
     assert pd.read_parquet(tmp_path / "data" / "features" / "radiomics.parquet").shape[0] == 1

@@ -79,7 +79,7 @@ def import_model(tracking_uri: str, settings: ServeSettings | None = None, alias
 
 def run_bentoml_step(args: list[str], env: Mapping[str, str], cwd: str | Path | None = None, timeout: float = 900) -> str:
     """Run a BentoML step (``python -m cagerisk.serving.bento ...`` or the ``bentoml`` CLI); returns stdout."""
-    done = subprocess.run(args, cwd=str(cwd or repository_root()), env=dict(env), capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(args, cwd=str(cwd or repository_root()), env=dict(env), capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(args[:4])} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return done.stdout
