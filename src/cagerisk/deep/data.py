@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from cagerisk.cohort.schema import ID, OUTCOME, image_column, mask_column, parse_levels, roi_label_values
 from cagerisk.imaging.transforms import apply_chain, augment_transforms, roi_transforms, volume_transforms
+from cagerisk.segment.manifest import ct_mask_for_features
 
 __all__ = [
     "DeepDataModule",
@@ -67,8 +68,8 @@ def mask_paths(frame: pd.DataFrame, sequence: str) -> pd.Series:
     CT: the mask the segment stage chose (``ct_mask_source``: predicted or manual) when the
     manifest is the segment stage's; the manual ``ct_mask`` otherwise.
     """
-    if sequence == "ct" and "ct_mask_source" in frame.columns:
-        return frame["ct_mask_pred"].where(frame["ct_mask_source"] == "predicted", frame["ct_mask"])
+    if sequence == "ct":
+        return ct_mask_for_features(frame)
     return frame[mask_column(sequence)]
 
 

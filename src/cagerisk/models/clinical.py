@@ -81,6 +81,24 @@ def _lr_test(full, reduced, df: int) -> float:
     return float(stats.chi2.sf(max(statistic, 0.0), df))
 
 
+def _term_rows(res, name: str, cols: Sequence[str], model: str, p_variable: float) -> list[dict[str, object]]:
+    """One row per design column of ``name`` in a fitted logit: odds ratio with its 95 % CI and p-values."""
+    ci = res.conf_int()
+    return [
+        {
+            "variable": name,
+            "term": col,
+            "model": model,
+            "odds_ratio": float(np.exp(res.params[col])),
+            "ci_low": float(np.exp(ci.loc[col, 0])),
+            "ci_high": float(np.exp(ci.loc[col, 1])),
+            "p_term": float(res.pvalues[col]),
+            "p_variable": p_variable,
+        }
+        for col in cols
+    ]
+
+
 def analyse_clinical(
     frame: pd.DataFrame,
     y: np.ndarray,
@@ -115,27 +133,13 @@ def analyse_clinical(
             uni_p[name] = float("nan")
             continue
         uni_p[name] = _lr_test(res, null, len(cols))
-        ci = res.conf_int()
-        for col in cols:
-            rows.append(
-                {
-                    "variable": name,
-                    "term": col,
-                    "model": "univariate",
-                    "odds_ratio": float(np.exp(res.params[col])),
-                    "ci_low": float(np.exp(ci.loc[col, 0])),
-                    "ci_high": float(np.exp(ci.loc[col, 1])),
-                    "p_term": float(res.pvalues[col]),
-                    "p_variable": uni_p[name],
-                }
-            )
+        rows.extend(_term_rows(res, name, cols, "univariate", uni_p[name]))
     entered = [v for v in variables if np.isfinite(uni_p.get(v, np.nan)) and uni_p[v] < univariate_p]
     multi_p: dict[str, float] = {}
     if entered:
         cols_all = [c for v in entered for c in terms[v]]
         try:
             full = _fit_logit(y, design[cols_all])
-            ci = full.conf_int()
             for name in entered:
                 cols = terms[name]
                 if len(cols) == 1:
@@ -143,19 +147,7 @@ def analyse_clinical(
                 else:
                     reduced = _fit_logit(y, design[[c for c in cols_all if c not in cols]])
                     multi_p[name] = _lr_test(full, reduced, len(cols))
-                for col in cols:
-                    rows.append(
-                        {
-                            "variable": name,
-                            "term": col,
-                            "model": "multivariate",
-                            "odds_ratio": float(np.exp(full.params[col])),
-                            "ci_low": float(np.exp(ci.loc[col, 0])),
-                            "ci_high": float(np.exp(ci.loc[col, 1])),
-                            "p_term": float(full.pvalues[col]),
-                            "p_variable": multi_p[name],
-                        }
-                    )
+                rows.extend(_term_rows(full, name, cols, "multivariate", multi_p[name]))
         except Exception as error:  # noqa: BLE001
             log.warning("multivariate logistic regression failed (%s); using univariate p-values", error)
             multi_p = {v: uni_p[v] for v in entered}
