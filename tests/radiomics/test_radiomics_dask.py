@@ -134,18 +134,59 @@ def test_map_rois_yields_every_roi_once(reference_run, dask_cluster):
 
 
 def test_local_cluster_workers_get_the_configured_environment(compose_cfg):
-    """compute=local: no MALLOC_TRIM_THRESHOLD_ (30 % more CPU per ROI), one BLAS/ITK thread, calm ticks."""
+    """compute=local: no MALLOC_TRIM_THRESHOLD_ (30 % more CPU per ROI), one BLAS/ITK thread, calm ticks,
+    no statistical profiler (it sampled the busy task thread every 10 ms: 10 % more CPU per ROI), and
+    forked workers whose BLAS pools are cut to one thread although numpy was imported before the fork."""
     from omegaconf import OmegaConf
 
     from cagerisk.radiomics.distributed import compute_client
+
     compute = OmegaConf.to_container(compose_cfg(["compute.n_workers=1"]).compute, resolve=True)
+    assert compute["start_method"] == "fork"
     names = ("MALLOC_TRIM_THRESHOLD_", "OPENBLAS_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS")
-    with compute_client(compute) as client:
-        (env,) = client.run(lambda: {k: os.environ.get(k) for k in names}).values()
-        (tick,) = client.run(lambda: __import__("dask").config.get("distributed.admin.tick.interval")).values()
-    assert env == {"MALLOC_TRIM_THRESHOLD_": None, "OPENBLAS_NUM_THREADS": "1", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1"}
-    assert tick == "1s"
+
+    def worker_state():
+        import sys
+
+        import dask
+        from threadpoolctl import threadpool_info
+
+        return {
+            "env": {k: os.environ.get(k) for k in names},
+            "tick": dask.config.get("distributed.admin.tick.interval"),
+            "profile": dask.config.get("distributed.worker.profile.enabled"),
+            # Set on sys in the driver just before the cluster starts: only a forked worker has it.
+            "forked": getattr(sys, "_cagerisk_fork_probe", None) == driver,
+            "blas_threads": sorted({pool["num_threads"] for pool in threadpool_info()}),
+        }
+
+    driver = os.getpid()
+    sys._cagerisk_fork_probe = driver
+    try:
+        with compute_client(compute) as client:
+            (state,) = client.run(worker_state).values()
+    finally:
+        del sys._cagerisk_fork_probe
+    assert state["env"] == {
+        "MALLOC_TRIM_THRESHOLD_": None,
+        "OPENBLAS_NUM_THREADS": "1",
+        "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1",
+    }
+    assert state["tick"] == "1s"
+    assert state["profile"] is False
+    assert state["forked"]
+    assert state["blas_threads"] == [1]
     import dask
 
     assert dask.config.get("distributed.admin.tick.interval") != "1s"  # restored after the cluster
+    assert dask.config.get("distributed.worker.profile.enabled") is True
     assert "MALLOC_TRIM_THRESHOLD_" in dask.config.get("distributed.nanny.pre-spawn-environ")
+
+
+def test_worker_start_method_is_checked():
+    from cagerisk.radiomics.distributed import worker_start_method
+
+    assert worker_start_method({"start_method": "spawn"}) == "spawn"
+    assert worker_start_method({}) in ("fork", "spawn")  # spawn where fork is unsafe (macOS)
+    with pytest.raises(ValueError, match="compute.start_method='threads'"):
+        worker_start_method({"start_method": "threads"})

@@ -6,6 +6,7 @@
   ``compute.threads_per_worker`` threads (default 1). PyRadiomics holds the GIL for most of an ROI and
   SimpleITK's own threads fight over the same cores, so one single-threaded process per core, one ROI
   per task, is what scales (PyRadiomics' batch ``--jobs`` mode measured slower than serial on 2 cores).
+  ``compute.start_method`` says how the worker processes start (see ``worker_start_method``).
 - ``tcp://HOST:PORT``: an existing cluster (``dask scheduler`` + ``dask worker`` processes sharing the
   image paths and this package). Nothing is started or stopped.
 - ``synchronous``: no dask at all, a plain loop in this process (debugging, profiling, tiny tests).
@@ -17,13 +18,16 @@ images only.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
+import sys
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import dask
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from cagerisk.radiomics.extract import RoiOutcome, RoiTask, extract_roi_outcome
 
@@ -68,6 +72,31 @@ def dask_settings(nested: Mapping[str, Any] | None, prefix: str = "") -> dict[st
     return flat
 
 
+START_METHODS = ("fork", "forkserver", "spawn")
+
+
+def worker_start_method(compute_cfg: Mapping[str, Any]) -> str:
+    """``compute.start_method`` of the local cluster's worker processes, checked against the platform.
+
+    ``fork`` (the default on Linux) copies this process, whose imports (dask, numpy, SimpleITK) the
+    workers then already have: on 2 cores the cluster starts in 0.7 s instead of 2.6 s and closes in
+    0.07 s instead of 0.75 s (dask's own default, ``spawn``, starts a fresh interpreter per worker and
+    re-imports everything). The workers never inherit a running ITK or BLAS pool's threads: both
+    libraries re-create their pools after a fork, and each task sets SimpleITK's threads itself.
+    ``spawn`` is the choice where fork is unsafe (macOS) or unavailable (Windows), and the fallback there.
+    """
+    import multiprocessing
+
+    method = str(compute_cfg.get("start_method") or "fork")
+    if method not in START_METHODS:
+        raise ValueError(f"compute.start_method={method!r}; expected one of {START_METHODS}")
+    available = multiprocessing.get_all_start_methods()
+    if method not in available or (method == "fork" and sys.platform == "darwin"):
+        log.info("compute.start_method=%s is not safe or not available on %s: using spawn", method, sys.platform)
+        return "spawn"
+    return method
+
+
 def _client(compute_cfg: Mapping[str, Any], scheduler: Any, n_tasks: int | None) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
@@ -96,23 +125,50 @@ def _client(compute_cfg: Mapping[str, Any], scheduler: Any, n_tasks: int | None)
     configured_env = compute_cfg.get("worker_env")
     if configured_env is not None:
         worker_env = {**{str(k): str(v) for k, v in configured_env.items()}, **worker_env}
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_env} if configured_env is not None else {}):
-        cluster = LocalCluster(
-            n_workers=int(n_workers),
-            threads_per_worker=threads,
-            processes=True,
-            dashboard_address=compute_cfg.get("dashboard_address"),
-            # Without a dashboard the scheduler still serves health/metrics over HTTP, by default on
-            # 8787 of every interface (a warning and a port hunt on a shared machine): loopback, any port.
-            scheduler_kwargs=None if compute_cfg.get("dashboard_address") else {"dashboard_address": "127.0.0.1:0"},
-            silence_logs=logging.WARNING,
-            env=worker_env,
-        )
-    try:
-        with Client(cluster) as client:
-            yield client
-    finally:
-        cluster.close()
+    settings: dict[str, Any] = {"distributed.worker.multiprocessing-method": worker_start_method(compute_cfg)}
+    if configured_env is not None:
+        settings["distributed.nanny.pre-spawn-environ"] = worker_env
+    # For the cluster's lifetime: a worker the nanny restarts is started the same way.
+    with dask.config.set(settings):
+        # A forked worker's garbage collector would otherwise walk (and so copy, page by page) every
+        # object it inherited; frozen objects are left out of collection, in the workers for good.
+        gc.freeze()
+        try:
+            cluster = LocalCluster(
+                n_workers=int(n_workers),
+                threads_per_worker=threads,
+                processes=True,
+                dashboard_address=compute_cfg.get("dashboard_address"),
+                # Without a dashboard the scheduler still serves health/metrics over HTTP, by default on
+                # 8787 of every interface (a warning and a port hunt on a shared machine): loopback, any port.
+                scheduler_kwargs=None if compute_cfg.get("dashboard_address") else {"dashboard_address": "127.0.0.1:0"},
+                silence_logs=logging.WARNING,
+                env=worker_env,
+            )
+        finally:
+            gc.unfreeze()
+        try:
+            with Client(cluster) as client:
+                client.register_plugin(NativeThreads(threads), name="cagerisk-native-threads")
+                yield client
+        finally:
+            cluster.close()
+
+
+class NativeThreads(WorkerPlugin):
+    """Worker plugin: BLAS/OpenMP pools of a worker at its thread count. A forked worker inherits numpy's
+    pools sized for the whole machine (the environment's OMP_NUM_THREADS arrives after numpy's import).
+    SimpleITK's threads are set by every task (``RoiTask.itk_threads``)."""
+
+    idempotent = True
+
+    def __init__(self, threads: int) -> None:
+        self.threads = int(threads)
+
+    def setup(self, worker: Any) -> None:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=self.threads)
 
 
 def _task_key(task: RoiTask, token: str, index: int) -> str:
