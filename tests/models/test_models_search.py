@@ -62,6 +62,27 @@ def test_every_classifier_of_the_zoo_samples_builds_and_predicts(cfg):
         load_zoo(cfg.classifier, include=["lr", "knn"])
 
 
+def test_target_lists_narrow_the_global_include_list():
+    """sweep.include.<target> within classifier.include; the presets search linear DL-signs and an LR
+    combined model (conf/sweep/default.yaml says why)."""
+    from cagerisk.models.signatures import target_zoo
+
+    default = compose_config(["sweep=default"])
+    assert list(target_zoo(default, "dl")) == ["lr", "svm_linear"]
+    assert list(target_zoo(default, "combined")) == ["lr"]
+    assert len(target_zoo(default, "rad")) == 14
+    fast = compose_config(["sweep=fast"])
+    assert list(target_zoo(fast, "dl")) == ["lr", "svm_linear"]
+    both = compose_config(["sweep=default", "classifier.include=[nb,svm_linear,lr]"])
+    assert list(target_zoo(both, "dl")) == ["lr", "svm_linear"]
+    assert list(target_zoo(both, "rad")) == ["nb", "svm_linear", "lr"]
+    whole = compose_config(["sweep=default", "sweep.include.dl=null"])
+    assert len(target_zoo(whole, "dl")) == 14
+    disjoint = compose_config(["sweep=default", "classifier.include=[nb,dt]"])
+    with pytest.raises(ValueError, match=r"sweep.include.combined=\['lr'\] and classifier.include=\['nb', 'dt'\]"):
+        target_zoo(disjoint, "combined")
+
+
 def test_cached_folds_score_exactly_what_cv_of_the_whole_pipeline_scores(cfg):
     X, y = _data()
     steps = build_selection_steps(cfg.selection, "radiomics", seed=0)

@@ -52,7 +52,18 @@ def search_settings(cfg: DictConfig, **overrides: Any) -> SearchSettings:
 
 
 def target_zoo(cfg: DictConfig, target: str):
+    """The classifiers searched for ``target``: ``sweep.include.<target>`` within ``classifier.include``
+    (each null = no restriction; both set = the candidates in both, in the target list's order)."""
     include = (cfg.sweep.get("include") or {}).get(target)
+    everywhere = cfg.classifier.get("include")
+    if include is not None and everywhere is not None:
+        both = [name for name in include if name in set(everywhere)]
+        if not both:
+            raise ValueError(
+                f"sweep.include.{target}={list(include)} and classifier.include={list(everywhere)} "
+                "have no classifier in common"
+            )
+        include = both
     return load_zoo(cfg.classifier, include=list(include) if include is not None else None)
 
 
