@@ -146,6 +146,31 @@ WORKER = textwrap.dedent(
 )
 
 
+def test_study_fingerprint_text_is_the_same_in_every_process(cfg):
+    """The clinical/combined preprocessor holds functions (FunctionTransformer), whose repr carries a
+    memory address: the fingerprint must not, or every run starts a fresh study. Steps without such
+    values keep their plain repr, so existing signature studies keep their names."""
+    from cagerisk.models.search import step_settings
+
+    code = textwrap.dedent(
+        """
+        import pandas as pd
+        from cagerisk.models.clinical import clinical_preprocessor
+        from cagerisk.models.search import step_settings
+        frame = pd.DataFrame({"sex": ["M", "F"], "age": [50.0, 60.0], "rad_sign": [0.2, 0.3]})
+        print(step_settings(clinical_preprocessor(frame, ["sex", "age"], ["rad_sign"])))
+        """
+    )
+    texts = [
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8", check=True).stdout
+        for _ in range(2)
+    ]
+    assert texts[0] == texts[1] and " at 0x" not in texts[0]
+    assert "cagerisk.models.clinical.logit_clipped" in texts[0]
+    for _, step in build_selection_steps(cfg.selection, "radiomics", seed=0) + build_selection_steps(cfg.selection, "deep", seed=0):
+        assert step_settings(step) == repr(sorted(step.get_params(deep=True).items(), key=lambda kv: kv[0]))
+
+
 def test_two_concurrent_processes_share_one_sqlite_study(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)

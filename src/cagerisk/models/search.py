@@ -249,6 +249,41 @@ def open_study(
     raise RuntimeError(f"could not open Optuna study {study_name!r} in {storage}: {last_error}") from last_error
 
 
+class _Named:
+    """Stands in for a value in a repr: prints as the given text."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def step_settings(step: BaseEstimator) -> str:
+    """A step's parameters as text that is the same in every process.
+
+    ``repr`` of a function (``FunctionTransformer(func=...)``) or of an estimator holding one carries a
+    memory address, which differs from process to process: a fingerprint built on it gave every run of
+    the clinical and combined searches a fresh study. Such values are named instead: functions by
+    module and qualified name, estimators by class (their own parameters are listed anyway, under
+    ``<name>__<param>``). Values without an address keep their repr, so the fingerprints of steps
+    that never had one (the signatures' selection) are unchanged.
+    """
+
+    def named(value: Any) -> Any:
+        if " at 0x" not in repr(value):
+            return value
+        if isinstance(value, BaseEstimator):
+            return _Named(type(value).__qualname__)
+        if callable(value) and hasattr(value, "__qualname__"):
+            return _Named(f"{getattr(value, '__module__', '?')}.{value.__qualname__}")
+        if isinstance(value, (list, tuple)):
+            return type(value)(named(v) for v in value)
+        return _Named(type(value).__qualname__)  # e.g. a RandomState: its type is what is stable
+
+    return repr(sorted(((key, named(value)) for key, value in step.get_params(deep=True).items()), key=lambda kv: kv[0]))
+
+
 def study_fingerprint(target: str, X: pd.DataFrame, y: np.ndarray, steps: Steps, zoo: Mapping[str, ClassifierSpec], settings: SearchSettings) -> str:
     """Hash of what a trial's score depends on: data, steps, candidates, folds and seed.
 
@@ -261,7 +296,7 @@ def study_fingerprint(target: str, X: pd.DataFrame, y: np.ndarray, steps: Steps,
         list(map(str, X.index)),
         pd.util.hash_pandas_object(X, index=False).to_numpy(),
         np.asarray(y),
-        [(name, type(step).__name__, repr(sorted(step.get_params(deep=True).items(), key=lambda kv: kv[0]))) for name, step in steps],
+        [(name, type(step).__name__, step_settings(step)) for name, step in steps],
         [(spec.name, spec.estimator, spec.space) for spec in zoo.values()],
         settings.cv_folds,
         settings.cv_repeats,
