@@ -81,9 +81,12 @@ def worker_start_method(compute_cfg: Mapping[str, Any]) -> str:
     ``fork`` (the default on Linux) copies this process, whose imports (dask, numpy, SimpleITK) the
     workers then already have: on 2 cores the cluster starts in 0.7 s instead of 2.6 s and closes in
     0.07 s instead of 0.75 s (dask's own default, ``spawn``, starts a fresh interpreter per worker and
-    re-imports everything). The workers never inherit a running ITK or BLAS pool's threads: both
-    libraries re-create their pools after a fork, and each task sets SimpleITK's threads itself.
-    ``spawn`` is the choice where fork is unsafe (macOS) or unavailable (Windows), and the fallback there.
+    re-imports everything). A fork copies only the forking thread: a library's thread pool in the driver
+    arrives in the worker as bookkeeping without threads. The benchmark forks its workers right after
+    its own SimpleITK loop ran on 2 threads, and they run normally; each task sets SimpleITK's threads
+    itself and ``NativeThreads`` resizes the BLAS/OpenMP pools. Threads the driver holds in other
+    libraries are a risk fork carries in general: ``spawn`` avoids it at the cost above, and is used
+    where fork is unsafe (macOS) or unavailable (Windows).
     """
     import multiprocessing
 
