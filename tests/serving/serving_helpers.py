@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def write_feature_pipeline(data: Path, n: int = 90, seed: int = 0, signal: float = 1.5, shuffle_labels: bool = False) -> Path:
     """Manifest, feature tables, a fitted combined model and its scores under ``data`` (paths.data)."""
     from cagerisk.models.clinical import clinical_preprocessor
-    from cagerisk.models.combined import RISK_HIGH, RISK_LOW, SIGNATURE_COLUMNS, CombinedModel
+    from cagerisk.models.served import RISK_HIGH, RISK_LOW, SIGNATURE_COLUMNS, CombinedModel
 
     rng = np.random.default_rng(seed)
     latent = rng.normal(size=n)

@@ -32,7 +32,7 @@ from cagerisk.evaluation.plots import plot_calibration_and_dca, plot_importance,
 from cagerisk.evaluation.readers import compare_with_readers, inter_reader_kappa, reader_columns
 from cagerisk.evaluation.report import html_table, render_report
 from cagerisk.features import plot_lasso, selection_report
-from cagerisk.models.combined import MODEL_FILE, CombinedModel
+from cagerisk.models.served import MODEL_FILE, CombinedModel
 from cagerisk.models.data import InputError, read_manifest
 from cagerisk.models.signatures import lasso_of, selected_features_table
 from cagerisk.tracking import stage_run

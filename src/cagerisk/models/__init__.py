@@ -13,7 +13,7 @@ _EXPORTS: dict[str, str] = {
     "ClinicalAnalysis": "cagerisk.models.clinical",
     "analyse_clinical": "cagerisk.models.clinical",
     "clinical_preprocessor": "cagerisk.models.clinical",
-    "CombinedModel": "cagerisk.models.combined",
+    "CombinedModel": "cagerisk.models.served",
     "run_combined_stage": "cagerisk.models.combined",
     "run_fit_table": "cagerisk.models.fit_table",
     "SearchResult": "cagerisk.models.search",

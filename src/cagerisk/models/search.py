@@ -34,6 +34,7 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 from sklearn.pipeline import Pipeline
 
+from cagerisk.models.served import positive_proba  # noqa: F401 (re-exported)
 from cagerisk.models.zoo import CLASSIFIER_PARAM, ClassifierSpec, params_of_trial, suggest_classifier
 
 log = logging.getLogger(__name__)
@@ -171,12 +172,6 @@ def fold_probabilities(estimator: BaseEstimator, folds: Sequence[CVFold], n_samp
     if np.any(count == 0):
         raise RuntimeError("some patients were never in a validation fold")
     return total / count
-
-
-def positive_proba(model: BaseEstimator, X) -> np.ndarray:
-    proba = model.predict_proba(X)
-    classes = list(getattr(model, "classes_", [0, 1]))
-    return np.asarray(proba)[:, classes.index(1)]
 
 
 def make_storage(url: str | None, sqlite_timeout: float = 120.0) -> optuna.storages.BaseStorage | None:

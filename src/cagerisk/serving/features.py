@@ -21,7 +21,7 @@ import pandas as pd
 from sklearn.base import is_classifier
 from sklearn.pipeline import Pipeline
 
-from cagerisk.models.search import positive_proba
+from cagerisk.models.served import positive_proba
 
 log = logging.getLogger(__name__)
 
