@@ -79,6 +79,10 @@ def test_deep_stage_end_to_end(tiny_cohort: Path, make_config, tmp_path: Path):
     assert len(client.get_metric_history(run.info.run_id, "val_auc")) == 2  # per epoch, via Lightning
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 2
     assert run.data.metrics["pretrained_inflated"] == 1 and run.data.metrics["pretrained_loaded"] == 3
+    # Only `evaluate` reads test-split outcomes: the deep stage neither writes nor logs a test metric.
+    deep_metrics = json.loads((Path(cfg.paths.features) / "deep_metrics.json").read_text())
+    assert "val_auc" in deep_metrics and not [k for k in deep_metrics if "test" in k]
+    assert not [k for k in run.data.metrics if "test" in k]
     report = json.loads(Path(mlflow.artifacts.download_artifacts(
         run_id=run.info.run_id, artifact_path="pretrained_report.json", tracking_uri=cfg.tracking.uri)).read_text())
     assert report["unexpected"] == ["head.weight"]

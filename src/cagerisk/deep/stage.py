@@ -9,8 +9,8 @@ mask the segment stage chose - the U-Net's, as at scoring time). Writes
 - ``{paths.features}/deep_metrics.json``: AUCs of the network's own CS head (a DVC metrics file).
 
 No leakage: the network's weights are fitted on the training split only; validation picks the epoch
-(early stopping on validation AUC) and the test split is only scored. Embeddings of validation and
-test patients are then computed with those frozen weights.
+(early stopping on validation AUC). Embeddings of validation and test patients are then computed with
+those frozen weights; the test split's outcome is never read here (only ``evaluate`` scores it).
 """
 
 from __future__ import annotations
@@ -156,22 +156,23 @@ def run_deep_stage(cfg: DictConfig) -> float:
         )
         save_deep_bundle(bundle, dcfg.model_path)
         if run is not None:
-            mlflow.log_metrics({f"final_{k}" if k in ("val_auc", "test_auc") else k: v for k, v in metrics.items()})
+            mlflow.log_metrics({f"final_{k}" if k == "val_auc" else k: v for k, v in metrics.items()})
             log_torch_model(net, "vit3d", str(dcfg.model_path))
         log.info(
-            "deep stage: %d inputs, %d features; ViT head AUC val %.3f test %.3f; "
+            "deep stage: %d inputs, %d features; ViT head AUC val %.3f; "
             "%.0f s preprocessing, %.0f s training (wall), %.0f s CPU",
-            len(samples), table.shape[1] - 1, metrics.get("val_auc", float("nan")), metrics.get("test_auc", float("nan")),
+            len(samples), table.shape[1] - 1, metrics.get("val_auc", float("nan")),
             prep_seconds, train_seconds, metrics["cpu_seconds"],
         )
     return float(metrics.get("val_auc", float("nan")))
 
 
 def head_metrics(net: Any, samples: list[dict[str, Any]], batch_size: int) -> dict[str, float]:
-    """AUC of the network's own CS head per split (patient level = mean logit over inputs)."""
+    """AUC of the network's own CS head on the training and validation splits (patient level = mean logit
+    over inputs). Never on the test split: only ``evaluate`` reads its outcomes."""
     metrics: dict[str, float] = {}
     with torch.no_grad():
-        for split in ("train", "val", "test"):
+        for split in ("train", "val"):
             part = [s for s in samples if s["split"] == split and np.isfinite(s["label"])]
             if not part:
                 continue
