@@ -144,14 +144,75 @@ def test_hosmer_lemeshow_worked_example():
     #   group 1: p = .1 x4, O1 = 1: E1 = 0.4, E0 = 3.6 -> (1-.4)^2/.4 + (3-3.6)^2/3.6 = 0.9 + 0.1 = 1.0
     #   group 2: p = .5 x4, O1 = 2: E1 = 2,   E0 = 2   -> 0
     #   group 3: p = .8 x4, O1 = 2: E1 = 3.2, E0 = 0.8 -> 1.44/3.2 + 1.44/0.8 = 0.45 + 1.8 = 2.25
-    # C = 3.25 on 3 - 2 = 1 degree of freedom.
+    # C = 3.25: on 3 - 2 = 1 degree of freedom for the model's own training patients, on 3 for others.
     p = np.repeat([0.1, 0.5, 0.8], 4)
     y = np.array([1, 0, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0])
+    fitted = hosmer_lemeshow(y, p, n_groups=3, in_sample=True)
+    assert fitted.statistic == pytest.approx(3.25)
+    assert fitted.df == 1
+    assert fitted.p_value == pytest.approx(stats.chi2.sf(3.25, 1))
+    assert list(fitted.table["observed"]) == [1, 2, 2]
+    held_out = hosmer_lemeshow(y, p, n_groups=3)
+    assert held_out.statistic == pytest.approx(3.25)
+    assert (held_out.df, held_out.n_groups, held_out.merged) == (3, 3, 0)
+    assert held_out.p_value == pytest.approx(stats.chi2.sf(3.25, 3))  # 0.355, not 0.071
+
+
+def test_hosmer_lemeshow_matches_the_textbook_form():
+    # Hosmer & Lemeshow's own notation: C = sum_k (o_k - n_k pbar_k)^2 / (n_k pbar_k (1 - pbar_k)),
+    # groups from the sorted probabilities; computed here without the function's code.
+    rng = np.random.default_rng(7)
+    p = rng.beta(2, 5, 237)
+    y = (rng.random(237) < np.clip(p * 1.3, 0, 1)).astype(int)
+    order = np.argsort(p, kind="stable")
+    c = 0.0
+    for idx in np.array_split(order, 10):
+        n, o, pbar = len(idx), y[idx].sum(), p[idx].mean()
+        c += (o - n * pbar) ** 2 / (n * pbar * (1 - pbar))
+    hl = hosmer_lemeshow(y, p)
+    assert hl.statistic == pytest.approx(c)
+    assert hl.df == 10 and hl.p_value == pytest.approx(stats.chi2.sf(c, 10))
+
+
+def test_hosmer_lemeshow_degrees_of_freedom_by_simulation():
+    # Held out (true probabilities, nothing fitted): C follows chi-square on g = 10 df, so mean ~10 and
+    # about 5 % of calibrated models are rejected (g - 2 = 8 df rejected ~13 %). In-sample (logistic
+    # regression fitted to the same patients): g - 2 = 8 df.
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(6)
+    held, fitted = [], []
+    for _ in range(200):
+        p = rng.uniform(0.05, 0.95, 300)
+        y = (rng.random(300) < p).astype(int)
+        held.append(hosmer_lemeshow(y, p))
+        x = rng.normal(0, 1, (300, 1))
+        y = (rng.random(300) < 1 / (1 + np.exp(0.5 - x[:, 0]))).astype(int)
+        f = LogisticRegression(C=1e6, solver="newton-cholesky").fit(x, y).predict_proba(x)[:, 1]
+        fitted.append(hosmer_lemeshow(y, f, in_sample=True))
+    assert {h.df for h in held} == {10} and {h.df for h in fitted} == {8}
+    assert 9.0 < np.mean([h.statistic for h in held]) < 11.5
+    assert 6.8 < np.mean([h.statistic for h in fitted]) < 9.2
+    assert 0.01 <= np.mean([h.p_value < 0.05 for h in held]) <= 0.09
+    assert 0.01 <= np.mean([h.p_value < 0.05 for h in fitted]) <= 0.09
+
+
+def test_hosmer_lemeshow_merges_groups_with_no_expected_event():
+    # 10 patients with probability exactly 0 make the first of 3 groups: E1 = 0 has no chi-square term.
+    # It joins the next group (reported), instead of being dropped; 2 groups stay, 2 df held out.
+    p = np.concatenate([np.zeros(10), np.full(10, 0.3), np.full(10, 0.6)])
+    y = np.concatenate([np.zeros(10), [1, 1, 1, 0, 0, 0, 0, 0, 0, 0], [1] * 5 + [0] * 5]).astype(int)
     hl = hosmer_lemeshow(y, p, n_groups=3)
-    assert hl.statistic == pytest.approx(3.25)
-    assert hl.df == 1
-    assert hl.p_value == pytest.approx(stats.chi2.sf(3.25, 1))
-    assert list(hl.table["observed"]) == [1, 2, 2]
+    assert (hl.n_groups, hl.merged, hl.df) == (2, 1, 2)
+    assert list(hl.table["group"]) == ["1-2", "3"]
+    # Merged group: 20 patients, O1 = 3, E1 = 3 -> 0; last group O1 = 5, E1 = 6 -> 1/6 + 1/4.
+    assert hl.statistic == pytest.approx(1 / 6 + 1 / 4)
+    # Probability 1 (E0 = 0) at the top joins the group below.
+    top = hosmer_lemeshow(1 - y, 1 - p, n_groups=3)
+    assert (top.n_groups, top.merged) == (2, 1) and top.statistic == pytest.approx(hl.statistic)
+    # A model certain of "no event" for patients who had one is infinitely miscalibrated, not ignored.
+    sure = hosmer_lemeshow(np.array([0, 1, 0, 0]), np.zeros(4), n_groups=2)
+    assert sure.statistic == np.inf and sure.p_value == 0.0 and sure.merged == 1
 
 
 def test_hosmer_lemeshow_calibrated_vs_miscalibrated():

@@ -201,39 +201,77 @@ class HosmerLemeshow:
     df: int
     p_value: float
     table: pd.DataFrame
+    n_groups: int  # groups actually used, after merging groups with an expected count of 0
+    merged: int  # groups merged into a neighbour because an expected count was 0
+    in_sample: bool
 
     def as_dict(self) -> dict[str, float]:
-        return {"statistic": self.statistic, "df": self.df, "p_value": self.p_value}
+        return {"statistic": self.statistic, "df": self.df, "p_value": self.p_value, "n_groups": self.n_groups, "merged": self.merged}
 
 
-def hosmer_lemeshow(y, prob, n_groups: int = 10) -> HosmerLemeshow:
+def hosmer_lemeshow(y, prob, n_groups: int = 10, in_sample: bool = False) -> HosmerLemeshow:
     """Hosmer-Lemeshow goodness-of-fit test over groups of predicted risk (deciles by default).
 
     Patients are sorted by predicted probability and cut into ``n_groups`` groups of (nearly) equal
-    size; C = sum over groups of (O1 - E1)^2 / E1 + (O0 - E0)^2 / E0, compared with chi-square on
-    ``n_groups - 2`` degrees of freedom.
+    size; C = sum over groups of (O1 - E1)^2 / E1 + (O0 - E0)^2 / E0. The reference distribution is
+    chi-square on ``g - 2`` degrees of freedom only when the probabilities come from a model fitted to
+    these same patients (``in_sample=True``: two parameters were estimated from them); on patients the
+    model did not see (validation, test, out-of-fold scores) nothing was estimated and it is ``g``
+    degrees of freedom (Hosmer, Lemeshow & Sturdivant, Applied Logistic Regression, 3rd ed., 2013,
+    section 5.7). The tests check both by simulation.
+
+    A group whose expected count of events (or non-events) is 0 (every probability exactly 0, or 1)
+    has no defined term; it is merged into its neighbour toward the middle of the risk range, and the
+    merge is counted in ``merged`` and shown in the table, so the degrees of freedom follow the groups
+    really used.
     """
     y, (p,) = _check_binary(y, prob)
     if np.any((p < 0) | (p > 1)):
         raise ValueError("probabilities must lie in [0, 1]")
     g = int(min(n_groups, len(y)))
-    if g < 3:
-        raise ValueError("Hosmer-Lemeshow needs at least 3 groups")
+    minimum = 3 if in_sample else 1
+    if g < minimum:
+        raise ValueError(f"Hosmer-Lemeshow needs at least {minimum} groups")
     order = np.argsort(p, kind="stable")
-    groups = np.array_split(order, g)
+    groups = [list(idx) for idx in np.array_split(order, g)]
+    labels = [str(k + 1) for k in range(len(groups))]  # which of the requested groups each one holds
+    requested = len(groups)
+
+    def merge_direction(k: int) -> int:
+        """0 when group k has both expected counts; else -1/+1: the neighbour it joins."""
+        e1 = float(p[groups[k]].sum())
+        if e1 <= 0.0:  # lowest risks: join the next group up, or down at the top end
+            return 1 if k + 1 < len(groups) else -1
+        if len(groups[k]) - e1 <= 0.0:  # highest risks: join the next group down
+            return -1 if k > 0 else 1
+        return 0
+
+    k = 0
+    while len(groups) > 1 and k < len(groups):
+        step = merge_direction(k)
+        if step == 0:
+            k += 1
+            continue
+        lo = min(k, k + step)
+        groups[lo : lo + 2] = [groups[lo] + groups[lo + 1]]
+        labels[lo : lo + 2] = [f"{labels[lo].split('-')[0]}-{labels[lo + 1].split('-')[-1]}"]
+        k = max(0, lo - 1)
+    used = len(groups)
     rows = []
     statistic = 0.0
     for k, idx in enumerate(groups):
         o1, e1 = float(y[idx].sum()), float(p[idx].sum())
         o0, e0 = len(idx) - o1, len(idx) - e1
-        term = 0.0
-        for observed, expected in ((o1, e1), (o0, e0)):
-            if expected > 0:
-                term += (observed - expected) ** 2 / expected
+        if e1 <= 0 or e0 <= 0:  # only when every patient has probability exactly 0 (or 1)
+            term = 0.0 if (o1 == e1 and o0 == e0) else float("inf")
+        else:
+            term = (o1 - e1) ** 2 / e1 + (o0 - e0) ** 2 / e0
         statistic += term
-        rows.append({"group": k + 1, "n": len(idx), "observed": o1, "expected": e1, "mean_prob": float(p[idx].mean())})
-    df = g - 2
-    return HosmerLemeshow(float(statistic), df, float(stats.chi2.sf(statistic, df)), pd.DataFrame(rows))
+        rows.append({"group": labels[k], "n": len(idx), "observed": o1, "expected": e1, "mean_prob": float(p[idx].mean()), "term": term})
+    df = used - 2 if in_sample else used
+    if df < 1:
+        raise ValueError(f"Hosmer-Lemeshow: {used} group(s) left after merging groups with an expected count of 0; need {minimum}")
+    return HosmerLemeshow(float(statistic), int(df), float(stats.chi2.sf(statistic, df)), pd.DataFrame(rows), used, requested - used, in_sample)
 
 
 def net_benefit(y, prob, thresholds) -> np.ndarray:
