@@ -10,6 +10,7 @@ from sklearn.metrics import brier_score_loss, cohen_kappa_score, confusion_matri
 from cagerisk.evaluation import (
     auc_ci_bootstrap,
     auc_ci_delong,
+    auc_permutation_test,
     brier_score,
     classification_metrics,
     compare_with_readers,
@@ -82,6 +83,30 @@ def test_delong_test_against_direct_computation(scored):
     assert result.p_value == pytest.approx(2 * stats.norm.sf(abs(z)))
     same = delong_test(y, s1, s1 * 2 + 1)  # same ranking
     assert same.p_value == 1.0 and same.difference == 0.0
+    assert same.same_ranking and same.method == "identical ranking" and "identically" in same.note
+    assert result.method == "delong" and not result.same_ranking
+
+
+@pytest.mark.parametrize(("m", "exact_p"), [(2, 2 / 16), (3, 2 / 64)])
+def test_delong_zero_variance_with_different_aucs_is_tested_by_permutation(m, exact_p):
+    # A perfect score against a constant one: AUC 1.0 vs 0.5, and every DeLong placement value is
+    # 0, 1/2 or 1, so the variance is 0 (it used to return p = 1). Swapping the two scores of each
+    # patient: of the 2^(2m) swaps only the identity and the full swap reach |difference| = 0.5.
+    y = np.repeat([0, 1], m)
+    result = delong_test(y, y * 1.0, np.full(2 * m, 0.5))
+    assert (result.auc1, result.auc2, result.difference) == (1.0, 0.5, 0.5)
+    assert result.method == "permutation" and result.se == 0.0 and "variance is 0" in result.note
+    assert result.p_value == pytest.approx(exact_p, abs=0.01)
+    large = delong_test(np.repeat([0, 1], 20), np.repeat([0.0, 1.0], 20), np.full(40, 0.5))
+    assert large.p_value < 0.001
+    # Both perfect with different orders: variance 0 and no difference, so nothing is significant.
+    both = delong_test(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9]), np.array([0.2, 0.1, 0.9, 0.8]))
+    assert both.difference == 0.0 and both.p_value == 1.0 and not both.same_ranking
+
+
+def test_permutation_test_agrees_with_delong_when_delong_applies(scored):
+    y, s1, s2 = scored
+    assert auc_permutation_test(y, s1, s2) == pytest.approx(delong_test(y, s1, s2).p_value, abs=0.02)
 
 
 def test_delong_test_holds_its_size_under_the_null():

@@ -126,7 +126,7 @@ def delong_table(scores: pd.DataFrame) -> pd.DataFrame:
             if column == "combined":
                 continue
             test = delong_test(y, scores.loc[mask, "combined"].to_numpy(float), scores.loc[mask, column].to_numpy(float))
-            rows.append({"split": split, "comparison": f"Combined vs {label}", "auc_combined": test.auc1, "auc_other": test.auc2, "difference": test.difference, "z": test.z, "p_value": test.p_value})
+            rows.append({"split": split, "comparison": f"Combined vs {label}", "auc_combined": test.auc1, "auc_other": test.auc2, "difference": test.difference, "z": test.z, "p_value": test.p_value, "method": test.method, "note": test.note})
     return pd.DataFrame(rows)
 
 
