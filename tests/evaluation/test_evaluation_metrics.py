@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import stats
-from sklearn.metrics import brier_score_loss, cohen_kappa_score, confusion_matrix, f1_score, roc_auc_score, roc_curve
+from sklearn.metrics import brier_score_loss, confusion_matrix, f1_score, roc_auc_score, roc_curve
 
 from cagerisk.evaluation import (
     auc_ci_bootstrap,
@@ -291,9 +291,43 @@ def test_reader_comparison_and_kappa():
     assert list(table["reader"]) == ["1", "2"]
     assert "delong_p" in table.columns and np.isnan(table.loc[1, "delong_p"])
     kappa = inter_reader_kappa({"1": r1, "2": r2})
-    assert kappa.loc[0, "kappa"] == pytest.approx(cohen_kappa_score(r1, r2))
+    assert kappa.loc[0, "kappa_ci_low"] < kappa.loc[0, "kappa"] < kappa.loc[0, "kappa_ci_high"]
+    assert kappa.loc[0, "agreement"] == pytest.approx(np.mean(r1 == r2))
     frame = pd.DataFrame(columns=["patient_id", "reader_1", "reader_1_prob", "reader_2", "cs"])
     assert reader_columns(frame) == {"1": ("reader_1", "reader_1_prob"), "2": ("reader_2", None)}
+
+
+def _calls_from_table(table, labels):
+    """Per-patient calls of two readers from a cross-table of counts (rows: reader A, columns: B)."""
+    a, b = [], []
+    for i, row in enumerate(table):
+        for j, count in enumerate(row):
+            a += [labels[i]] * count
+            b += [labels[j]] * count
+    return np.array(a), np.array(b)
+
+
+def test_kappa_worked_example_with_standard_error():
+    # SAS/STAT PROC FREQ, "Getting Started: Agreement Study": two dermatologists rate 88 patients'
+    # skin condition; simple kappa 0.3449, ASE 0.0724, 95 % CI 0.2030-0.4868; ASE under H0 0.0612,
+    # Z 5.6366. By hand: p_o = 45/88, p_e = (15*17 + 29*20 + 23*31 + 21*20) / 88^2 = 1968/7744.
+    table = [[10, 4, 1, 0], [5, 10, 12, 2], [2, 4, 12, 5], [0, 2, 6, 13]]
+    a, b = _calls_from_table(table, ["terrible", "poor", "marginal", "clear"])
+    kappa = inter_reader_kappa({"derm1": a, "derm2": b})
+    row = kappa.iloc[0]
+    assert row["n"] == 88
+    assert row["kappa"] == pytest.approx((45 / 88 - 1968 / 7744) / (1 - 1968 / 7744))
+    assert (round(row["kappa"], 4), round(row["kappa_se"], 4)) == (0.3449, 0.0724)
+    assert (round(row["kappa_ci_low"], 4), round(row["kappa_ci_high"], 4)) == (0.2030, 0.4868)
+    assert row["kappa_p"] == pytest.approx(2 * stats.norm.sf(5.6366), rel=1e-3)
+    assert row["agreement"] == pytest.approx(45 / 88)
+    # Binary calls (the readers' CS yes/no): 20 yes-yes, 5 yes-no, 10 no-yes, 15 no-no ->
+    # p_o = 0.70, p_e = 0.5 * 0.6 + 0.5 * 0.4 = 0.50, kappa = 0.40.
+    a, b = _calls_from_table([[20, 5], [10, 15]], [1, 0])
+    assert inter_reader_kappa({"1": a, "2": b}).loc[0, "kappa"] == pytest.approx(0.40)
+    # Both readers call everybody negative: kappa is 0/0, reported as missing, agreement 1.
+    same = inter_reader_kappa({"1": np.zeros(5), "2": np.zeros(5)}).iloc[0]
+    assert np.isnan(same["kappa"]) and same["agreement"] == 1.0
 
 
 def test_bad_inputs_are_named():

@@ -18,7 +18,7 @@ from cagerisk.evaluation.metrics import (
     net_benefit,
     youden_threshold,
 )
-from cagerisk.evaluation.readers import compare_with_readers, inter_reader_kappa, mcnemar_paired, reader_columns
+from cagerisk.evaluation.readers import compare_with_readers, inter_reader_kappa, kappa_with_ci, mcnemar_paired, reader_columns
 
 __all__ = [
     "AUCInterval",
@@ -36,6 +36,7 @@ __all__ = [
     "delong_test",
     "hosmer_lemeshow",
     "inter_reader_kappa",
+    "kappa_with_ci",
     "mcnemar_paired",
     "net_benefit",
     "permutation_auc_importance",
