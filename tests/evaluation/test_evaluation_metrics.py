@@ -12,6 +12,7 @@ from cagerisk.evaluation import (
     auc_ci_delong,
     auc_permutation_test,
     brier_score,
+    calibration_intercept_slope,
     classification_metrics,
     compare_with_readers,
     decision_curve,
@@ -337,3 +338,46 @@ def test_bad_inputs_are_named():
         auc_ci_delong([0, 1, 1], [0.1, np.nan, 0.3])
     with pytest.raises(ValueError, match="0/1"):
         youden_threshold([0, 2, 1], [0.1, 0.2, 0.3])
+
+
+def test_calibration_intercept_and_slope_against_independent_fits():
+    # Outcomes drawn from logit P(y) = -0.4 + 0.7 logit(p): an overfitted model (slope < 1).
+    from scipy.optimize import brentq
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(8)
+    lp = rng.normal(-0.5, 1.5, 4000)
+    p = 1 / (1 + np.exp(-lp))
+    y = (rng.random(4000) < 1 / (1 + np.exp(0.4 - 0.7 * lp))).astype(int)
+    fit = calibration_intercept_slope(y, p)
+    reference = LogisticRegression(C=np.inf, solver="newton-cholesky", tol=1e-10).fit(lp[:, None], y)
+    assert fit.slope == pytest.approx(reference.coef_[0, 0], rel=1e-5)
+    assert fit.slope_low < 0.7 < fit.slope_high
+    # Calibration-in-the-large: the a that solves sum(y - expit(a + lp)) = 0 (slope fixed at 1).
+    a = brentq(lambda a: np.sum(y - 1 / (1 + np.exp(-(a + lp)))), -5, 5, xtol=1e-12)
+    assert fit.intercept == pytest.approx(a, abs=1e-6)
+    assert fit.intercept_low < fit.intercept < fit.intercept_high
+    assert fit.n == 4000 and fit.n_clipped == 0 and fit.note == ""
+
+
+def test_calibration_intervals_cover_a_calibrated_model():
+    # Outcomes drawn from the predicted probabilities themselves: intercept 0 and slope 1 are true.
+    rng = np.random.default_rng(9)
+    cover_a = cover_b = 0
+    for _ in range(150):
+        p = 1 / (1 + np.exp(-rng.normal(-0.7, 1.2, 150)))
+        y = (rng.random(150) < p).astype(int)
+        fit = calibration_intercept_slope(y, p)
+        cover_a += fit.intercept_low <= 0 <= fit.intercept_high
+        cover_b += fit.slope_low <= 1 <= fit.slope_high
+    assert 0.89 <= cover_a / 150 <= 0.99 and 0.89 <= cover_b / 150 <= 0.99
+
+
+def test_calibration_fit_degenerate_cases_say_why():
+    y = np.array([0, 0, 1, 1, 0, 1])
+    separated = calibration_intercept_slope(y, np.array([0.1, 0.2, 0.7, 0.8, 0.3, 0.9]))
+    assert np.isnan(separated.slope) and "separate" in separated.note and np.isfinite(separated.intercept)
+    zero_one = calibration_intercept_slope(np.array([0, 1, 1, 0, 1, 0]), np.array([0.0, 1.0, 0.0, 0.3, 0.6, 1.0]))
+    assert zero_one.n_clipped == 4 and "clipped" in zero_one.note and zero_one.slope < 0.2
+    constant = calibration_intercept_slope(y, np.full(6, 0.5))
+    assert np.isnan(constant.slope) and constant.intercept == pytest.approx(0.0, abs=1e-9)

@@ -3,6 +3,7 @@
 from cagerisk.evaluation.importance import permutation_auc_importance
 from cagerisk.evaluation.metrics import (
     AUCInterval,
+    CalibrationFit,
     DeLongTest,
     HosmerLemeshow,
     auc_ci_bootstrap,
@@ -10,6 +11,7 @@ from cagerisk.evaluation.metrics import (
     auc_permutation_test,
     brier_score,
     calibration,
+    calibration_intercept_slope,
     classification_metrics,
     decision_curve,
     delong_covariance,
@@ -22,6 +24,7 @@ from cagerisk.evaluation.readers import compare_with_readers, inter_reader_kappa
 
 __all__ = [
     "AUCInterval",
+    "CalibrationFit",
     "DeLongTest",
     "HosmerLemeshow",
     "auc_ci_bootstrap",
@@ -29,6 +32,7 @@ __all__ = [
     "auc_permutation_test",
     "brier_score",
     "calibration",
+    "calibration_intercept_slope",
     "classification_metrics",
     "compare_with_readers",
     "decision_curve",

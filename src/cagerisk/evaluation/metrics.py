@@ -7,6 +7,7 @@ published values. Net benefit follows Vickers & Elkin (2006).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -319,6 +320,73 @@ def hosmer_lemeshow(y, prob, n_groups: int = 10, in_sample: bool = False) -> Hos
     if df < 1:
         raise ValueError(f"Hosmer-Lemeshow: {used} group(s) left after merging groups with an expected count of 0; need {minimum}")
     return HosmerLemeshow(float(statistic), int(df), float(stats.chi2.sf(statistic, df)), pd.DataFrame(rows), used, requested - used, in_sample)
+
+
+@dataclass(frozen=True)
+class CalibrationFit:
+    """Logistic recalibration of predicted probabilities on observed outcomes (Cox 1958).
+
+    ``intercept``: calibration-in-the-large, a in logit P(y) = a + logit(p) (slope fixed at 1): 0 when
+    the mean risk is right, > 0 when the model under-predicts. ``slope``: b in logit P(y) = a' + b
+    logit(p): 1 ideal, < 1 when predictions are too extreme (overfitting), > 1 too moderate.
+    Wald intervals at ``level``. NaN with a ``note`` when not estimable.
+    """
+
+    intercept: float
+    intercept_low: float
+    intercept_high: float
+    slope: float
+    slope_low: float
+    slope_high: float
+    n: int
+    n_clipped: int  # probabilities moved off exactly 0 or 1 (their logit is infinite)
+    note: str = ""
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        return asdict(self)
+
+
+def calibration_intercept_slope(y, prob, level: float = 0.95, eps: float = 1e-10) -> CalibrationFit:
+    """Calibration intercept and slope with Wald confidence intervals (statsmodels' binomial GLM).
+
+    Probabilities are clipped to [eps, 1 - eps] so that 0 and 1 have a finite logit; how many were
+    clipped is reported, since a model that gives 0/1 probabilities is badly calibrated whatever the
+    clipping. When the outcome is perfectly separated by the predictions the slope is infinite and
+    reported as NaN with a note.
+    """
+    import statsmodels.api as sm  # slow to import; the evaluate stage needs it only here
+
+    y, (p,) = _check_binary(y, prob)
+    if np.any((p < 0) | (p > 1)):
+        raise ValueError("probabilities must lie in [0, 1]")
+    nan = float("nan")
+    clipped = np.clip(p, eps, 1 - eps)
+    n_clipped = int(np.sum(clipped != p))
+    lp = np.log(clipped / (1 - clipped))
+    alpha = 1 - level
+    if y.sum() == 0 or y.sum() == len(y):
+        return CalibrationFit(nan, nan, nan, nan, nan, nan, len(y), n_clipped, "one outcome only")
+    binomial = sm.families.Binomial()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        large = sm.GLM(y, np.ones((len(y), 1)), family=binomial, offset=lp).fit()
+    a, (a_low, a_high) = float(large.params[0]), (float(v) for v in large.conf_int(alpha)[0])
+    notes = []
+    if np.ptp(lp) == 0:
+        notes.append("every prediction is the same: no slope")
+        b = b_low = b_high = nan
+    elif lp[y == 0].max() < lp[y == 1].min() or lp[y == 1].max() < lp[y == 0].min():
+        notes.append("the predictions separate the outcomes perfectly: the slope is infinite")
+        b = b_low = b_high = nan
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit = sm.GLM(y, sm.add_constant(lp, has_constant="add"), family=binomial).fit()
+        b = float(fit.params[1])
+        b_low, b_high = (float(v) for v in fit.conf_int(alpha)[1])
+    if n_clipped:
+        notes.append(f"{n_clipped} probabilit{'y' if n_clipped == 1 else 'ies'} of exactly 0 or 1 clipped to {eps:g}")
+    return CalibrationFit(a, a_low, a_high, b, b_low, b_high, len(y), n_clipped, "; ".join(notes))
 
 
 def net_benefit(y, prob, thresholds) -> np.ndarray:
