@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import stats
-from sklearn.metrics import brier_score_loss, cohen_kappa_score, confusion_matrix, f1_score, roc_auc_score, roc_curve
+from sklearn.metrics import brier_score_loss, confusion_matrix, f1_score, roc_auc_score, roc_curve
 
 from cagerisk.evaluation import (
     auc_ci_bootstrap,
     auc_ci_delong,
+    auc_permutation_test,
     brier_score,
+    calibration_intercept_slope,
     classification_metrics,
     compare_with_readers,
     decision_curve,
@@ -82,6 +84,30 @@ def test_delong_test_against_direct_computation(scored):
     assert result.p_value == pytest.approx(2 * stats.norm.sf(abs(z)))
     same = delong_test(y, s1, s1 * 2 + 1)  # same ranking
     assert same.p_value == 1.0 and same.difference == 0.0
+    assert same.same_ranking and same.method == "identical ranking" and "identically" in same.note
+    assert result.method == "delong" and not result.same_ranking
+
+
+@pytest.mark.parametrize(("m", "exact_p"), [(2, 2 / 16), (3, 2 / 64)])
+def test_delong_zero_variance_with_different_aucs_is_tested_by_permutation(m, exact_p):
+    # A perfect score against a constant one: AUC 1.0 vs 0.5, and every DeLong placement value is
+    # 0, 1/2 or 1, so the variance is 0 (it used to return p = 1). Swapping the two scores of each
+    # patient: of the 2^(2m) swaps only the identity and the full swap reach |difference| = 0.5.
+    y = np.repeat([0, 1], m)
+    result = delong_test(y, y * 1.0, np.full(2 * m, 0.5))
+    assert (result.auc1, result.auc2, result.difference) == (1.0, 0.5, 0.5)
+    assert result.method == "permutation" and result.se == 0.0 and "variance is 0" in result.note
+    assert result.p_value == pytest.approx(exact_p, abs=0.01)
+    large = delong_test(np.repeat([0, 1], 20), np.repeat([0.0, 1.0], 20), np.full(40, 0.5))
+    assert large.p_value < 0.001
+    # Both perfect with different orders: variance 0 and no difference, so nothing is significant.
+    both = delong_test(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9]), np.array([0.2, 0.1, 0.9, 0.8]))
+    assert both.difference == 0.0 and both.p_value == 1.0 and not both.same_ranking
+
+
+def test_permutation_test_agrees_with_delong_when_delong_applies(scored):
+    y, s1, s2 = scored
+    assert auc_permutation_test(y, s1, s2) == pytest.approx(delong_test(y, s1, s2).p_value, abs=0.02)
 
 
 def test_delong_test_holds_its_size_under_the_null():
@@ -144,14 +170,75 @@ def test_hosmer_lemeshow_worked_example():
     #   group 1: p = .1 x4, O1 = 1: E1 = 0.4, E0 = 3.6 -> (1-.4)^2/.4 + (3-3.6)^2/3.6 = 0.9 + 0.1 = 1.0
     #   group 2: p = .5 x4, O1 = 2: E1 = 2,   E0 = 2   -> 0
     #   group 3: p = .8 x4, O1 = 2: E1 = 3.2, E0 = 0.8 -> 1.44/3.2 + 1.44/0.8 = 0.45 + 1.8 = 2.25
-    # C = 3.25 on 3 - 2 = 1 degree of freedom.
+    # C = 3.25: on 3 - 2 = 1 degree of freedom for the model's own training patients, on 3 for others.
     p = np.repeat([0.1, 0.5, 0.8], 4)
     y = np.array([1, 0, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0])
+    fitted = hosmer_lemeshow(y, p, n_groups=3, in_sample=True)
+    assert fitted.statistic == pytest.approx(3.25)
+    assert fitted.df == 1
+    assert fitted.p_value == pytest.approx(stats.chi2.sf(3.25, 1))
+    assert list(fitted.table["observed"]) == [1, 2, 2]
+    held_out = hosmer_lemeshow(y, p, n_groups=3)
+    assert held_out.statistic == pytest.approx(3.25)
+    assert (held_out.df, held_out.n_groups, held_out.merged) == (3, 3, 0)
+    assert held_out.p_value == pytest.approx(stats.chi2.sf(3.25, 3))  # 0.355, not 0.071
+
+
+def test_hosmer_lemeshow_matches_the_textbook_form():
+    # Hosmer & Lemeshow's own notation: C = sum_k (o_k - n_k pbar_k)^2 / (n_k pbar_k (1 - pbar_k)),
+    # groups from the sorted probabilities; computed here without the function's code.
+    rng = np.random.default_rng(7)
+    p = rng.beta(2, 5, 237)
+    y = (rng.random(237) < np.clip(p * 1.3, 0, 1)).astype(int)
+    order = np.argsort(p, kind="stable")
+    c = 0.0
+    for idx in np.array_split(order, 10):
+        n, o, pbar = len(idx), y[idx].sum(), p[idx].mean()
+        c += (o - n * pbar) ** 2 / (n * pbar * (1 - pbar))
+    hl = hosmer_lemeshow(y, p)
+    assert hl.statistic == pytest.approx(c)
+    assert hl.df == 10 and hl.p_value == pytest.approx(stats.chi2.sf(c, 10))
+
+
+def test_hosmer_lemeshow_degrees_of_freedom_by_simulation():
+    # Held out (true probabilities, nothing fitted): C follows chi-square on g = 10 df, so mean ~10 and
+    # about 5 % of calibrated models are rejected (g - 2 = 8 df rejected ~13 %). In-sample (logistic
+    # regression fitted to the same patients): g - 2 = 8 df.
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(6)
+    held, fitted = [], []
+    for _ in range(200):
+        p = rng.uniform(0.05, 0.95, 300)
+        y = (rng.random(300) < p).astype(int)
+        held.append(hosmer_lemeshow(y, p))
+        x = rng.normal(0, 1, (300, 1))
+        y = (rng.random(300) < 1 / (1 + np.exp(0.5 - x[:, 0]))).astype(int)
+        f = LogisticRegression(C=1e6, solver="newton-cholesky").fit(x, y).predict_proba(x)[:, 1]
+        fitted.append(hosmer_lemeshow(y, f, in_sample=True))
+    assert {h.df for h in held} == {10} and {h.df for h in fitted} == {8}
+    assert 9.0 < np.mean([h.statistic for h in held]) < 11.5
+    assert 6.8 < np.mean([h.statistic for h in fitted]) < 9.2
+    assert 0.01 <= np.mean([h.p_value < 0.05 for h in held]) <= 0.09
+    assert 0.01 <= np.mean([h.p_value < 0.05 for h in fitted]) <= 0.09
+
+
+def test_hosmer_lemeshow_merges_groups_with_no_expected_event():
+    # 10 patients with probability exactly 0 make the first of 3 groups: E1 = 0 has no chi-square term.
+    # It joins the next group (reported), instead of being dropped; 2 groups stay, 2 df held out.
+    p = np.concatenate([np.zeros(10), np.full(10, 0.3), np.full(10, 0.6)])
+    y = np.concatenate([np.zeros(10), [1, 1, 1, 0, 0, 0, 0, 0, 0, 0], [1] * 5 + [0] * 5]).astype(int)
     hl = hosmer_lemeshow(y, p, n_groups=3)
-    assert hl.statistic == pytest.approx(3.25)
-    assert hl.df == 1
-    assert hl.p_value == pytest.approx(stats.chi2.sf(3.25, 1))
-    assert list(hl.table["observed"]) == [1, 2, 2]
+    assert (hl.n_groups, hl.merged, hl.df) == (2, 1, 2)
+    assert list(hl.table["group"]) == ["1-2", "3"]
+    # Merged group: 20 patients, O1 = 3, E1 = 3 -> 0; last group O1 = 5, E1 = 6 -> 1/6 + 1/4.
+    assert hl.statistic == pytest.approx(1 / 6 + 1 / 4)
+    # Probability 1 (E0 = 0) at the top joins the group below.
+    top = hosmer_lemeshow(1 - y, 1 - p, n_groups=3)
+    assert (top.n_groups, top.merged) == (2, 1) and top.statistic == pytest.approx(hl.statistic)
+    # A model certain of "no event" for patients who had one is infinitely miscalibrated, not ignored.
+    sure = hosmer_lemeshow(np.array([0, 1, 0, 0]), np.zeros(4), n_groups=2)
+    assert sure.statistic == np.inf and sure.p_value == 0.0 and sure.merged == 1
 
 
 def test_hosmer_lemeshow_calibrated_vs_miscalibrated():
@@ -205,9 +292,43 @@ def test_reader_comparison_and_kappa():
     assert list(table["reader"]) == ["1", "2"]
     assert "delong_p" in table.columns and np.isnan(table.loc[1, "delong_p"])
     kappa = inter_reader_kappa({"1": r1, "2": r2})
-    assert kappa.loc[0, "kappa"] == pytest.approx(cohen_kappa_score(r1, r2))
+    assert kappa.loc[0, "kappa_ci_low"] < kappa.loc[0, "kappa"] < kappa.loc[0, "kappa_ci_high"]
+    assert kappa.loc[0, "agreement"] == pytest.approx(np.mean(r1 == r2))
     frame = pd.DataFrame(columns=["patient_id", "reader_1", "reader_1_prob", "reader_2", "cs"])
     assert reader_columns(frame) == {"1": ("reader_1", "reader_1_prob"), "2": ("reader_2", None)}
+
+
+def _calls_from_table(table, labels):
+    """Per-patient calls of two readers from a cross-table of counts (rows: reader A, columns: B)."""
+    a, b = [], []
+    for i, row in enumerate(table):
+        for j, count in enumerate(row):
+            a += [labels[i]] * count
+            b += [labels[j]] * count
+    return np.array(a), np.array(b)
+
+
+def test_kappa_worked_example_with_standard_error():
+    # SAS/STAT PROC FREQ, "Getting Started: Agreement Study": two dermatologists rate 88 patients'
+    # skin condition; simple kappa 0.3449, ASE 0.0724, 95 % CI 0.2030-0.4868; ASE under H0 0.0612,
+    # Z 5.6366. By hand: p_o = 45/88, p_e = (15*17 + 29*20 + 23*31 + 21*20) / 88^2 = 1968/7744.
+    table = [[10, 4, 1, 0], [5, 10, 12, 2], [2, 4, 12, 5], [0, 2, 6, 13]]
+    a, b = _calls_from_table(table, ["terrible", "poor", "marginal", "clear"])
+    kappa = inter_reader_kappa({"derm1": a, "derm2": b})
+    row = kappa.iloc[0]
+    assert row["n"] == 88
+    assert row["kappa"] == pytest.approx((45 / 88 - 1968 / 7744) / (1 - 1968 / 7744))
+    assert (round(row["kappa"], 4), round(row["kappa_se"], 4)) == (0.3449, 0.0724)
+    assert (round(row["kappa_ci_low"], 4), round(row["kappa_ci_high"], 4)) == (0.2030, 0.4868)
+    assert row["kappa_p"] == pytest.approx(2 * stats.norm.sf(5.6366), rel=1e-3)
+    assert row["agreement"] == pytest.approx(45 / 88)
+    # Binary calls (the readers' CS yes/no): 20 yes-yes, 5 yes-no, 10 no-yes, 15 no-no ->
+    # p_o = 0.70, p_e = 0.5 * 0.6 + 0.5 * 0.4 = 0.50, kappa = 0.40.
+    a, b = _calls_from_table([[20, 5], [10, 15]], [1, 0])
+    assert inter_reader_kappa({"1": a, "2": b}).loc[0, "kappa"] == pytest.approx(0.40)
+    # Both readers call everybody negative: kappa is 0/0, reported as missing, agreement 1.
+    same = inter_reader_kappa({"1": np.zeros(5), "2": np.zeros(5)}).iloc[0]
+    assert np.isnan(same["kappa"]) and same["agreement"] == 1.0
 
 
 def test_bad_inputs_are_named():
@@ -217,3 +338,46 @@ def test_bad_inputs_are_named():
         auc_ci_delong([0, 1, 1], [0.1, np.nan, 0.3])
     with pytest.raises(ValueError, match="0/1"):
         youden_threshold([0, 2, 1], [0.1, 0.2, 0.3])
+
+
+def test_calibration_intercept_and_slope_against_independent_fits():
+    # Outcomes drawn from logit P(y) = -0.4 + 0.7 logit(p): an overfitted model (slope < 1).
+    from scipy.optimize import brentq
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(8)
+    lp = rng.normal(-0.5, 1.5, 4000)
+    p = 1 / (1 + np.exp(-lp))
+    y = (rng.random(4000) < 1 / (1 + np.exp(0.4 - 0.7 * lp))).astype(int)
+    fit = calibration_intercept_slope(y, p)
+    reference = LogisticRegression(C=np.inf, solver="newton-cholesky", tol=1e-10).fit(lp[:, None], y)
+    assert fit.slope == pytest.approx(reference.coef_[0, 0], rel=1e-5)
+    assert fit.slope_low < 0.7 < fit.slope_high
+    # Calibration-in-the-large: the a that solves sum(y - expit(a + lp)) = 0 (slope fixed at 1).
+    a = brentq(lambda a: np.sum(y - 1 / (1 + np.exp(-(a + lp)))), -5, 5, xtol=1e-12)
+    assert fit.intercept == pytest.approx(a, abs=1e-6)
+    assert fit.intercept_low < fit.intercept < fit.intercept_high
+    assert fit.n == 4000 and fit.n_clipped == 0 and fit.note == ""
+
+
+def test_calibration_intervals_cover_a_calibrated_model():
+    # Outcomes drawn from the predicted probabilities themselves: intercept 0 and slope 1 are true.
+    rng = np.random.default_rng(9)
+    cover_a = cover_b = 0
+    for _ in range(150):
+        p = 1 / (1 + np.exp(-rng.normal(-0.7, 1.2, 150)))
+        y = (rng.random(150) < p).astype(int)
+        fit = calibration_intercept_slope(y, p)
+        cover_a += fit.intercept_low <= 0 <= fit.intercept_high
+        cover_b += fit.slope_low <= 1 <= fit.slope_high
+    assert 0.89 <= cover_a / 150 <= 0.99 and 0.89 <= cover_b / 150 <= 0.99
+
+
+def test_calibration_fit_degenerate_cases_say_why():
+    y = np.array([0, 0, 1, 1, 0, 1])
+    separated = calibration_intercept_slope(y, np.array([0.1, 0.2, 0.7, 0.8, 0.3, 0.9]))
+    assert np.isnan(separated.slope) and "separate" in separated.note and np.isfinite(separated.intercept)
+    zero_one = calibration_intercept_slope(np.array([0, 1, 1, 0, 1, 0]), np.array([0.0, 1.0, 0.0, 0.3, 0.6, 1.0]))
+    assert zero_one.n_clipped == 4 and "clipped" in zero_one.note and zero_one.slope < 0.2
+    constant = calibration_intercept_slope(y, np.full(6, 0.5))
+    assert np.isnan(constant.slope) and constant.intercept == pytest.approx(0.0, abs=1e-9)

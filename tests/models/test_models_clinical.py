@@ -55,8 +55,26 @@ def test_univariate_and_multivariate_match_statsmodels(clinical):
 
 def test_missing_variable_is_named(clinical):
     frame, y = clinical
-    with pytest.raises(ValueError, match="followup_months"):
+    with pytest.raises(ValueError, match="smoking"):
+        analyse_clinical(frame, y, ["age", "smoking"])
+
+
+def test_postoperative_variables_are_never_candidate_predictors(clinical):
+    # Follow-up is measured after surgery (and longer follow-up finds more subsidence): refused even
+    # when the column is there, and absent from the default candidate list.
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from cagerisk.cohort.schema import CANDIDATE_PREDICTORS, POSTOPERATIVE
+
+    frame, y = clinical
+    frame = frame.assign(followup_months=np.where(y == 1, 40.0, 20.0))
+    with pytest.raises(ValueError, match=r"followup_months.*after surgery"):
         analyse_clinical(frame, y, ["age", "followup_months"])
+    assert POSTOPERATIVE == ("followup_months",) and "followup_months" not in CANDIDATE_PREDICTORS
+    default = OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "selection" / "default.yaml")
+    assert list(default.clinical.variables) == list(CANDIDATE_PREDICTORS)
 
 
 def test_preprocessor_encodes_signatures_on_the_logit_scale(clinical):

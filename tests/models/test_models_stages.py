@@ -123,9 +123,63 @@ def test_evaluation_report_and_metrics(stages, synthetic_root):
     assert saved["reader_kappa"] and -1 <= saved["reader_kappa"][0]["kappa"] <= 1
     assert saved["acceptance"]["oracle_auc"] > 0.5 and saved["acceptance"]["n"] > 0
     assert metrics["threshold"] == saved["threshold"]
+    # Calibration intercept and slope with CIs per model and split; HL on g df (all scores held out or OOF).
+    assert set(saved["calibration_fit"]) == {"clinical_model", "rad_sign", "dl_sign", "combined"}
+    for split, fit in saved["calibration_fit"]["combined"].items():
+        assert split in {"train", "val", "test", "val+test"}
+        assert fit["slope"] is None or fit["slope_low"] <= fit["slope"] <= fit["slope_high"], (split, fit)
+        assert fit["intercept_low"] <= fit["intercept"] <= fit["intercept_high"]
+    for record in saved["calibration"]:
+        if record.get("hl_df") is not None:
+            assert record["hl_df"] == record["hl_groups"]
+    assert "Slope (95% CI)" in html and "Intercept (95% CI)" in html
 
 
 def test_missing_inputs_are_named(synthetic_root, tmp_path):
     cfg = compose_config([*tiny_overrides(synthetic_root), f"paths.features={tmp_path}/nowhere"])
     with pytest.raises(ValueError, match="radiomics.parquet"):
         run_signatures_stage(cfg)
+
+
+def _names(value, prefix=""):
+    """Every key path of a JSON-like value, e.g. 'signatures.rad.auc_val'."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield f"{prefix}{key}"
+            yield from _names(item, f"{prefix}{key}.")
+    elif isinstance(value, list):
+        for item in value:
+            yield from _names(item, prefix)
+
+
+def test_only_evaluate_computes_test_split_metrics(stages, synthetic_root):
+    """signatures and combined score the test patients (evaluate needs the scores) but must not
+    compute or log any metric of them: no 'test' in their summaries, JSON files or MLflow metrics."""
+    import re
+
+    cfg, signatures, combined, _ = stages
+    mentions_test = re.compile(r"(^|[._])test($|[._])")
+    models = synthetic_root / "models"
+    for name, value in (
+        ("signatures summary", signatures),
+        ("combined summary", combined),
+        ("signatures/summary.json", json.loads((models / "signatures" / "summary.json").read_text())),
+        ("combined/summary.json", json.loads((models / "combined" / "summary.json").read_text())),
+    ):
+        found = [n for n in _names(value) if mentions_test.search(n)]
+        assert not found, f"{name} holds test-split values: {found}"
+    assert "auc_val" in signatures["signatures"]["rad"] and set(combined["auc"]) == {"train", "val"}
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    runs = mlflow.search_runs(experiment_names=[cfg.tracking.experiment], output_format="pandas")
+    by_stage = runs.set_index("run_id")["tags.cagerisk.stage"]
+    parents = runs["tags.mlflow.parentRunId"] if "tags.mlflow.parentRunId" in runs else pd.Series(index=runs.index, dtype=object)
+    stage_of = [by_stage.get(parent) if isinstance(parent, str) and parent in by_stage.index else stage for stage, parent in zip(runs["tags.cagerisk.stage"], parents)]
+    metric_columns = [c for c in runs.columns if c.startswith("metrics.")]
+    for stage in ("signatures", "combined"):
+        rows = runs[[s == stage for s in stage_of]]
+        assert len(rows) >= 1
+        logged = [c for c in metric_columns if rows[c].notna().any()]
+        assert logged, stage
+        assert not [c for c in logged if mentions_test.search(c.removeprefix("metrics."))], f"{stage} logged test-split metrics"
+    evaluate = runs[runs["tags.cagerisk.stage"] == "evaluate"]
+    assert evaluate["metrics.combined_test_auc"].notna().all()  # the check above can see such names

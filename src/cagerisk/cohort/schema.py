@@ -104,6 +104,10 @@ class ClinicalVariable:
     high: float | None = None
     categories: tuple[str, ...] = ()
     description: str = ""
+    # Known before surgery. A variable measured afterwards (follow-up) describes the cohort in Table 1
+    # but can never be a predictor: it is not available when the risk is needed and, for follow-up,
+    # is tied to how subsidence is found (longer follow-up, more imaging, more CS detected).
+    preoperative: bool = True
 
 
 CLINICAL: tuple[ClinicalVariable, ...] = (
@@ -118,9 +122,14 @@ CLINICAL: tuple[ClinicalVariable, ...] = (
     ),
     ClinicalVariable("n_levels", "continuous", 1, 3, description="number of fused levels"),
     ClinicalVariable("osteoporosis", "binary", 0, 1, description="osteoporosis (DXA T-score <= -2.5)"),
-    ClinicalVariable("followup_months", "continuous", 0, 240, description="follow-up, months"),
+    ClinicalVariable(
+        "followup_months", "continuous", 0, 240, description="follow-up after surgery, months (Table 1 only, never a predictor)", preoperative=False
+    ),
 )
 CLINICAL_NAMES: tuple[str, ...] = tuple(v.name for v in CLINICAL)
+# The clinical variables a model may use (selection.clinical.variables must be among these, or outside the schema).
+CANDIDATE_PREDICTORS: tuple[str, ...] = tuple(v.name for v in CLINICAL if v.preoperative)
+POSTOPERATIVE: tuple[str, ...] = tuple(v.name for v in CLINICAL if not v.preoperative)
 
 OUTCOME = "cs"
 ID = "patient_id"

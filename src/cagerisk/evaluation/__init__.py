@@ -3,12 +3,15 @@
 from cagerisk.evaluation.importance import permutation_auc_importance
 from cagerisk.evaluation.metrics import (
     AUCInterval,
+    CalibrationFit,
     DeLongTest,
     HosmerLemeshow,
     auc_ci_bootstrap,
     auc_ci_delong,
+    auc_permutation_test,
     brier_score,
     calibration,
+    calibration_intercept_slope,
     classification_metrics,
     decision_curve,
     delong_covariance,
@@ -17,16 +20,19 @@ from cagerisk.evaluation.metrics import (
     net_benefit,
     youden_threshold,
 )
-from cagerisk.evaluation.readers import compare_with_readers, inter_reader_kappa, mcnemar_paired, reader_columns
+from cagerisk.evaluation.readers import compare_with_readers, inter_reader_kappa, kappa_with_ci, mcnemar_paired, reader_columns
 
 __all__ = [
     "AUCInterval",
+    "CalibrationFit",
     "DeLongTest",
     "HosmerLemeshow",
     "auc_ci_bootstrap",
     "auc_ci_delong",
+    "auc_permutation_test",
     "brier_score",
     "calibration",
+    "calibration_intercept_slope",
     "classification_metrics",
     "compare_with_readers",
     "decision_curve",
@@ -34,6 +40,7 @@ __all__ = [
     "delong_test",
     "hosmer_lemeshow",
     "inter_reader_kappa",
+    "kappa_with_ci",
     "mcnemar_paired",
     "net_benefit",
     "permutation_auc_importance",

@@ -7,6 +7,7 @@ published values. Net benefit follows Vickers & Elkin (2006).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -132,21 +133,68 @@ class DeLongTest:
     se: float
     z: float
     p_value: float
+    # "delong"; "permutation" when DeLong's variance is 0 (see delong_test); "identical ranking"
+    method: str = "delong"
+    same_ranking: bool = False  # both scores order the patients identically: one ROC curve
+    note: str = ""
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, float | str | bool]:
         return asdict(self)
 
 
-def delong_test(y, score1, score2) -> DeLongTest:
-    """Two-sided DeLong test of equal AUCs for two scores of the same patients."""
+# DeLong's variance of an AUC difference is a sum of squared placement deviations; below this it is 0
+# up to rounding (typical values on 40-300 patients are 1e-4 to 1e-2).
+_ZERO_VARIANCE = 1e-12
+
+
+def auc_permutation_test(y, score1, score2, n_permutations: int = 10000, seed: int = 0) -> float:
+    """Two-sided paired permutation p-value for AUC(score1) = AUC(score2) on the same patients.
+
+    Each score is replaced by its rank among all patients over n (the AUC does not change), and under
+    the null hypothesis the two scores of a patient are exchangeable: each permutation swaps them
+    for a random half of the patients (Venkatraman & Begg 1996, with the AUC difference as statistic).
+    p = (1 + #{|d*| >= |d|}) / (1 + permutations), so it is never 0.
+    """
+    y, (s1, s2) = _check_binary(y, score1, score2)
+    _require_both_classes(y)
+    n = len(y)
+    r1, r2 = stats.rankdata(s1) / n, stats.rankdata(s2) / n
+    observed = abs(float(_fast_auc(y, r1[None, :])[0] - _fast_auc(y, r2[None, :])[0]))
+    rng = np.random.default_rng(seed)
+    extreme = 0
+    for start in range(0, int(n_permutations), 2000):
+        k = min(2000, int(n_permutations) - start)
+        swap = rng.random((k, n)) < 0.5
+        a, b = np.where(swap, r2, r1), np.where(swap, r1, r2)
+        extreme += int(np.sum(np.abs(_fast_auc(y, a) - _fast_auc(y, b)) >= observed - 1e-12))
+    return (1 + extreme) / (1 + int(n_permutations))
+
+
+def delong_test(y, score1, score2, n_permutations: int = 10000, seed: int = 0) -> DeLongTest:
+    """Two-sided DeLong test of equal AUCs for two scores of the same patients.
+
+    Two scores that rank the patients identically have one ROC curve: p = 1, ``same_ranking`` set and
+    said in ``note``. When DeLong's variance of the difference is 0 otherwise (e.g. a perfect
+    classifier against a constant score: every placement value is 0, 1 or 1/2), the normal
+    approximation has nothing to work with; the p-value then comes from
+    :func:`auc_permutation_test` (``method="permutation"``, ``z`` NaN), which stays honest on small
+    samples: AUC 1.0 against a constant score gives p = 2/16 on 2 + 2 patients (only the identity
+    and the full swap are as extreme), 2/64 on 3 + 3 and the smallest possible p on 20 + 20.
+    """
     auc, cov = delong_covariance(y, score1, score2)
-    var = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
-    diff = float(auc[0] - auc[1])
-    if var <= 1e-15:
-        # Identical rankings: no difference to test.
-        return DeLongTest(float(auc[0]), float(auc[1]), diff, 0.0, 0.0, 1.0)
+    a1, a2 = float(auc[0]), float(auc[1])
+    diff = a1 - a2
+    _, (s1, s2) = _check_binary(y, score1, score2)
+    if np.array_equal(stats.rankdata(s1), stats.rankdata(s2)):
+        note = "the two scores rank the patients identically (one ROC curve): nothing to test"
+        return DeLongTest(a1, a2, 0.0, 0.0, 0.0, 1.0, "identical ranking", True, note)
+    var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    if var <= _ZERO_VARIANCE:
+        p = auc_permutation_test(y, s1, s2, n_permutations, seed)
+        note = f"DeLong's variance is 0 (AUCs {a1:.3f} and {a2:.3f}); paired permutation test, {n_permutations} permutations, seed {seed}"
+        return DeLongTest(a1, a2, diff, 0.0, float("nan"), p, "permutation", False, note)
     z = diff / np.sqrt(var)
-    return DeLongTest(float(auc[0]), float(auc[1]), diff, float(np.sqrt(var)), float(z), float(2 * stats.norm.sf(abs(z))))
+    return DeLongTest(a1, a2, diff, float(np.sqrt(var)), float(z), float(2 * stats.norm.sf(abs(z))))
 
 
 def youden_threshold(y, score) -> float:
@@ -201,39 +249,144 @@ class HosmerLemeshow:
     df: int
     p_value: float
     table: pd.DataFrame
+    n_groups: int  # groups actually used, after merging groups with an expected count of 0
+    merged: int  # groups merged into a neighbour because an expected count was 0
+    in_sample: bool
 
     def as_dict(self) -> dict[str, float]:
-        return {"statistic": self.statistic, "df": self.df, "p_value": self.p_value}
+        return {"statistic": self.statistic, "df": self.df, "p_value": self.p_value, "n_groups": self.n_groups, "merged": self.merged}
 
 
-def hosmer_lemeshow(y, prob, n_groups: int = 10) -> HosmerLemeshow:
+def hosmer_lemeshow(y, prob, n_groups: int = 10, in_sample: bool = False) -> HosmerLemeshow:
     """Hosmer-Lemeshow goodness-of-fit test over groups of predicted risk (deciles by default).
 
     Patients are sorted by predicted probability and cut into ``n_groups`` groups of (nearly) equal
-    size; C = sum over groups of (O1 - E1)^2 / E1 + (O0 - E0)^2 / E0, compared with chi-square on
-    ``n_groups - 2`` degrees of freedom.
+    size; C = sum over groups of (O1 - E1)^2 / E1 + (O0 - E0)^2 / E0. The reference distribution is
+    chi-square on ``g - 2`` degrees of freedom only when the probabilities come from a model fitted to
+    these same patients (``in_sample=True``: two parameters were estimated from them); on patients the
+    model did not see (validation, test, out-of-fold scores) nothing was estimated and it is ``g``
+    degrees of freedom (Hosmer, Lemeshow & Sturdivant, Applied Logistic Regression, 3rd ed., 2013,
+    section 5.7). The tests check both by simulation.
+
+    A group whose expected count of events (or non-events) is 0 (every probability exactly 0, or 1)
+    has no defined term; it is merged into its neighbour toward the middle of the risk range, and the
+    merge is counted in ``merged`` and shown in the table, so the degrees of freedom follow the groups
+    really used.
     """
     y, (p,) = _check_binary(y, prob)
     if np.any((p < 0) | (p > 1)):
         raise ValueError("probabilities must lie in [0, 1]")
     g = int(min(n_groups, len(y)))
-    if g < 3:
-        raise ValueError("Hosmer-Lemeshow needs at least 3 groups")
+    minimum = 3 if in_sample else 1
+    if g < minimum:
+        raise ValueError(f"Hosmer-Lemeshow needs at least {minimum} groups")
     order = np.argsort(p, kind="stable")
-    groups = np.array_split(order, g)
+    groups = [list(idx) for idx in np.array_split(order, g)]
+    labels = [str(k + 1) for k in range(len(groups))]  # which of the requested groups each one holds
+    requested = len(groups)
+
+    def merge_direction(k: int) -> int:
+        """0 when group k has both expected counts; else -1/+1: the neighbour it joins."""
+        e1 = float(p[groups[k]].sum())
+        if e1 <= 0.0:  # lowest risks: join the next group up, or down at the top end
+            return 1 if k + 1 < len(groups) else -1
+        if len(groups[k]) - e1 <= 0.0:  # highest risks: join the next group down
+            return -1 if k > 0 else 1
+        return 0
+
+    k = 0
+    while len(groups) > 1 and k < len(groups):
+        step = merge_direction(k)
+        if step == 0:
+            k += 1
+            continue
+        lo = min(k, k + step)
+        groups[lo : lo + 2] = [groups[lo] + groups[lo + 1]]
+        labels[lo : lo + 2] = [f"{labels[lo].split('-')[0]}-{labels[lo + 1].split('-')[-1]}"]
+        k = max(0, lo - 1)
+    used = len(groups)
     rows = []
     statistic = 0.0
     for k, idx in enumerate(groups):
         o1, e1 = float(y[idx].sum()), float(p[idx].sum())
         o0, e0 = len(idx) - o1, len(idx) - e1
-        term = 0.0
-        for observed, expected in ((o1, e1), (o0, e0)):
-            if expected > 0:
-                term += (observed - expected) ** 2 / expected
+        if e1 <= 0 or e0 <= 0:  # only when every patient has probability exactly 0 (or 1)
+            term = 0.0 if (o1 == e1 and o0 == e0) else float("inf")
+        else:
+            term = (o1 - e1) ** 2 / e1 + (o0 - e0) ** 2 / e0
         statistic += term
-        rows.append({"group": k + 1, "n": len(idx), "observed": o1, "expected": e1, "mean_prob": float(p[idx].mean())})
-    df = g - 2
-    return HosmerLemeshow(float(statistic), df, float(stats.chi2.sf(statistic, df)), pd.DataFrame(rows))
+        rows.append({"group": labels[k], "n": len(idx), "observed": o1, "expected": e1, "mean_prob": float(p[idx].mean()), "term": term})
+    df = used - 2 if in_sample else used
+    if df < 1:
+        raise ValueError(f"Hosmer-Lemeshow: {used} group(s) left after merging groups with an expected count of 0; need {minimum}")
+    return HosmerLemeshow(float(statistic), int(df), float(stats.chi2.sf(statistic, df)), pd.DataFrame(rows), used, requested - used, in_sample)
+
+
+@dataclass(frozen=True)
+class CalibrationFit:
+    """Logistic recalibration of predicted probabilities on observed outcomes (Cox 1958).
+
+    ``intercept``: calibration-in-the-large, a in logit P(y) = a + logit(p) (slope fixed at 1): 0 when
+    the mean risk is right, > 0 when the model under-predicts. ``slope``: b in logit P(y) = a' + b
+    logit(p): 1 ideal, < 1 when predictions are too extreme (overfitting), > 1 too moderate.
+    Wald intervals at ``level``. NaN with a ``note`` when not estimable.
+    """
+
+    intercept: float
+    intercept_low: float
+    intercept_high: float
+    slope: float
+    slope_low: float
+    slope_high: float
+    n: int
+    n_clipped: int  # probabilities moved off exactly 0 or 1 (their logit is infinite)
+    note: str = ""
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        return asdict(self)
+
+
+def calibration_intercept_slope(y, prob, level: float = 0.95, eps: float = 1e-10) -> CalibrationFit:
+    """Calibration intercept and slope with Wald confidence intervals (statsmodels' binomial GLM).
+
+    Probabilities are clipped to [eps, 1 - eps] so that 0 and 1 have a finite logit; how many were
+    clipped is reported, since a model that gives 0/1 probabilities is badly calibrated whatever the
+    clipping. When the outcome is perfectly separated by the predictions the slope is infinite and
+    reported as NaN with a note.
+    """
+    import statsmodels.api as sm  # slow to import; the evaluate stage needs it only here
+
+    y, (p,) = _check_binary(y, prob)
+    if np.any((p < 0) | (p > 1)):
+        raise ValueError("probabilities must lie in [0, 1]")
+    nan = float("nan")
+    clipped = np.clip(p, eps, 1 - eps)
+    n_clipped = int(np.sum(clipped != p))
+    lp = np.log(clipped / (1 - clipped))
+    alpha = 1 - level
+    if y.sum() == 0 or y.sum() == len(y):
+        return CalibrationFit(nan, nan, nan, nan, nan, nan, len(y), n_clipped, "one outcome only")
+    binomial = sm.families.Binomial()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        large = sm.GLM(y, np.ones((len(y), 1)), family=binomial, offset=lp).fit()
+    a, (a_low, a_high) = float(large.params[0]), (float(v) for v in large.conf_int(alpha)[0])
+    notes = []
+    if np.ptp(lp) == 0:
+        notes.append("every prediction is the same: no slope")
+        b = b_low = b_high = nan
+    elif lp[y == 0].max() < lp[y == 1].min() or lp[y == 1].max() < lp[y == 0].min():
+        notes.append("the predictions separate the outcomes perfectly: the slope is infinite")
+        b = b_low = b_high = nan
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit = sm.GLM(y, sm.add_constant(lp, has_constant="add"), family=binomial).fit()
+        b = float(fit.params[1])
+        b_low, b_high = (float(v) for v in fit.conf_int(alpha)[1])
+    if n_clipped:
+        notes.append(f"{n_clipped} probabilit{'y' if n_clipped == 1 else 'ies'} of exactly 0 or 1 clipped to {eps:g}")
+    return CalibrationFit(a, a_low, a_high, b, b_low, b_high, len(y), n_clipped, "; ".join(notes))
 
 
 def net_benefit(y, prob, thresholds) -> np.ndarray:

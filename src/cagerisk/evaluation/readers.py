@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import cohen_kappa_score
+from scipy import stats
 
 from cagerisk.cohort.schema import READER_PREFIX
 from cagerisk.evaluation.metrics import classification_metrics, delong_test
@@ -86,10 +86,39 @@ def compare_with_readers(
     return pd.DataFrame(rows)
 
 
-def inter_reader_kappa(predictions: Mapping[str, np.ndarray]) -> pd.DataFrame:
-    """Cohen's kappa for every pair of readers' binary calls."""
+def kappa_with_ci(calls_a, calls_b, level: float = 0.95) -> dict[str, float]:
+    """Cohen's kappa of two readers' calls on the same patients, with its asymptotic standard error
+    (Fleiss, Cohen & Everitt 1969), a Wald confidence interval and the test of kappa = 0 (statsmodels'
+    ``cohens_kappa``, the same quantities as SAS PROC FREQ's AGREE option). Calls may have any
+    number of categories; the table is over the categories either reader used."""
+    from statsmodels.stats.inter_rater import cohens_kappa  # slow to import; needed only here
+
+    a, b = pd.Series(np.asarray(calls_a)).astype(str), pd.Series(np.asarray(calls_b)).astype(str)
+    if len(a) != len(b):
+        raise ValueError(f"the readers' calls have different lengths ({len(a)} and {len(b)})")
+    categories = sorted(set(a) | set(b))
+    table = pd.crosstab(a, b).reindex(index=categories, columns=categories, fill_value=0).to_numpy()
+    n = int(table.sum())
+    agreement = float(np.trace(table) / n) if n else float("nan")
+    out = {"n": n, "kappa": float("nan"), "kappa_se": float("nan"), "kappa_ci_low": float("nan"), "kappa_ci_high": float("nan"), "kappa_p": float("nan"), "agreement": agreement}
+    chance = float((table.sum(axis=1) @ table.sum(axis=0)) / n**2) if n else 1.0
+    if len(categories) < 2 or chance >= 1.0:  # one category used by both readers: kappa is 0/0
+        return out
+    result = cohens_kappa(table)
+    z = float(stats.norm.ppf(0.5 + level / 2))  # statsmodels' kappa_low/kappa_upp are fixed at 95 %
+    out.update(
+        kappa=float(result.kappa),
+        kappa_se=float(result.std_kappa),
+        kappa_ci_low=float(result.kappa - z * result.std_kappa),
+        kappa_ci_high=float(result.kappa + z * result.std_kappa),
+        kappa_p=float(result.pvalue_two_sided),
+    )
+    return out
+
+
+def inter_reader_kappa(predictions: Mapping[str, np.ndarray], level: float = 0.95) -> pd.DataFrame:
+    """Cohen's kappa with standard error, confidence interval and p (kappa = 0) for every pair of readers."""
     rows = []
     for (a, pa), (b, pb) in itertools.combinations(predictions.items(), 2):
-        pa, pb = np.asarray(pa).astype(int), np.asarray(pb).astype(int)
-        rows.append({"reader_a": a, "reader_b": b, "n": len(pa), "kappa": float(cohen_kappa_score(pa, pb)), "agreement": float(np.mean(pa == pb))})
-    return pd.DataFrame(rows, columns=["reader_a", "reader_b", "n", "kappa", "agreement"])
+        rows.append({"reader_a": a, "reader_b": b, **kappa_with_ci(pa, pb, level)})
+    return pd.DataFrame(rows, columns=["reader_a", "reader_b", "n", "kappa", "kappa_se", "kappa_ci_low", "kappa_ci_high", "kappa_p", "agreement"])

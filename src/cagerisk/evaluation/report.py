@@ -56,6 +56,10 @@ beats DL-sign: <span class="{{ 'pass' if acceptance.beats_dl else 'fail' }}">{{ 
 <h2>Figure 3. Calibration and decision curves</h2>
 {% for fig in fig3 %}<img src="{{ fig }}" alt="Figure 3 {{ loop.index }}">{% endfor %}
 <h3>Calibration statistics</h3>
+<p class="note">Intercept: calibration-in-the-large, a in logit P(CS) = a + logit(p) (0 ideal, above 0 when the model under-predicts).
+Slope: b in logit P(CS) = a' + b logit(p) (1 ideal, below 1 when predictions are too extreme, as after overfitting).
+Wald 95 % CIs of the logistic recalibration. Hosmer-Lemeshow (HL) over groups of predicted risk, referred to chi-square on g degrees of freedom:
+no score here comes from a model fitted to that patient (training scores are out-of-fold), so no g - 2; groups whose expected count is 0 are merged into a neighbour and counted.</p>
 {{ calibration_table | safe }}
 
 <h2>Comparison of the combined model with each single model (DeLong)</h2>

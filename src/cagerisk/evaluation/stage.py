@@ -22,6 +22,7 @@ from cagerisk.evaluation.metrics import (
     auc_ci_bootstrap,
     auc_ci_delong,
     brier_score,
+    calibration_intercept_slope,
     classification_metrics,
     decision_curve,
     delong_test,
@@ -126,24 +127,63 @@ def delong_table(scores: pd.DataFrame) -> pd.DataFrame:
             if column == "combined":
                 continue
             test = delong_test(y, scores.loc[mask, "combined"].to_numpy(float), scores.loc[mask, column].to_numpy(float))
-            rows.append({"split": split, "comparison": f"Combined vs {label}", "auc_combined": test.auc1, "auc_other": test.auc2, "difference": test.difference, "z": test.z, "p_value": test.p_value})
+            rows.append({"split": split, "comparison": f"Combined vs {label}", "auc_combined": test.auc1, "auc_other": test.auc2, "difference": test.difference, "z": test.z, "p_value": test.p_value, "method": test.method, "note": test.note})
     return pd.DataFrame(rows)
 
 
 def calibration_table(scores: pd.DataFrame, settings: Mapping[str, Any]) -> pd.DataFrame:
+    """Per model and split: Brier score, Hosmer-Lemeshow, calibration intercept and slope with CIs.
+
+    Every score here is from a model that did not see the patient (training scores are out-of-fold),
+    so Hosmer-Lemeshow is referred to chi-square on g degrees of freedom, not g - 2.
+    """
     rows = []
     y_all = scores[OUTCOME].to_numpy(dtype=int)
     for split, mask in split_masks(scores).items():
         y = y_all[mask]
         for column, label in MODELS:
             p = scores.loc[mask, column].to_numpy(float)
-            row = {"model": label, "split": split, "brier": brier_score(y, p)}
+            row: dict[str, Any] = {"model": label, "key": column, "split": split, "n": int(mask.sum()), "brier": brier_score(y, p)}
             groups = min(int(settings["hl_groups"]), max(3, len(y) // 5))
             if len(y) >= 3 * 3:
                 hl = hosmer_lemeshow(y, p, groups)
-                row.update(hl_statistic=hl.statistic, hl_df=hl.df, hl_p=hl.p_value)
+                row.update(hl_statistic=hl.statistic, hl_df=hl.df, hl_groups=hl.n_groups, hl_merged=hl.merged, hl_p=hl.p_value)
+            fit = calibration_intercept_slope(y, p, float(settings["ci_level"]))
+            row.update(
+                cal_intercept=fit.intercept,
+                cal_intercept_low=fit.intercept_low,
+                cal_intercept_high=fit.intercept_high,
+                cal_slope=fit.slope,
+                cal_slope_low=fit.slope_low,
+                cal_slope_high=fit.slope_high,
+                cal_note=fit.note,
+            )
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def calibration_display(calib: pd.DataFrame) -> pd.DataFrame:
+    """The calibration table as the report shows it: estimates with their intervals in one cell."""
+
+    def with_ci(value: float, low: float, high: float) -> str:
+        return "-" if not np.isfinite(value) else f"{value:.2f} ({low:.2f} to {high:.2f})"
+
+    out = pd.DataFrame(
+        {
+            "Model": calib["model"],
+            "Cohort": calib["split"].map(SPLIT_TITLES),
+            "n": calib["n"],
+            "Brier": calib["brier"],
+            "Intercept (95% CI)": [with_ci(*v) for v in zip(calib["cal_intercept"], calib["cal_intercept_low"], calib["cal_intercept_high"])],
+            "Slope (95% CI)": [with_ci(*v) for v in zip(calib["cal_slope"], calib["cal_slope_low"], calib["cal_slope_high"])],
+        }
+    )
+    if "hl_statistic" in calib:
+        out["HL statistic"] = calib["hl_statistic"]
+        out["HL df"] = [("-" if not np.isfinite(d) else f"{int(d)}" + (f" ({int(m)} merged)" if m else "")) for d, m in zip(calib["hl_df"], calib["hl_merged"].fillna(0))]
+        out["HL p"] = calib["hl_p"]
+    out["Note"] = calib["cal_note"]
+    return out
 
 
 def acceptance_check(cfg: DictConfig, scores: pd.DataFrame, ratio_needed: float) -> dict[str, Any] | None:
@@ -186,6 +226,11 @@ def run_evaluate_stage(cfg: DictConfig) -> dict[str, Any]:
                 for k in ("auc", "auc_ci_low", "auc_ci_high", "accuracy", "sensitivity", "specificity", "f1"):
                     if math.isfinite(row[k]):
                         flat[f"{prefix}_{k}"] = float(row[k])
+            for record in metrics["calibration"]:
+                prefix = f"{record['key']}_{record['split'].replace('+', '_')}"
+                for k in ("cal_intercept", "cal_slope", "hl_p"):
+                    if record.get(k) is not None:
+                        flat[f"{prefix}_{k}"] = float(record[k])
             acceptance = metrics.get("acceptance")
             if acceptance:
                 flat.update(heldout_oracle_auc=acceptance["oracle_auc"], heldout_auc_ratio=acceptance["ratio"])
@@ -294,6 +339,14 @@ def write_evaluation(cfg: DictConfig) -> tuple[dict[str, Any], pd.DataFrame]:
     clinical_path = combined_dir / "clinical_logistic.csv"
     clinical_table = pd.read_csv(clinical_path) if clinical_path.exists() else pd.DataFrame()
 
+    combined_calibration = calib[calib["key"] == "combined"]
+    log.info(
+        "combined model calibration slope (1 is ideal, below 1 too extreme): %s",
+        "; ".join(
+            f"{SPLIT_TITLES[r.split]} {r.cal_slope:.2f} ({r.cal_slope_low:.2f} to {r.cal_slope_high:.2f})" if np.isfinite(r.cal_slope) else f"{SPLIT_TITLES[r.split]} n/a ({r.cal_note})"
+            for r in combined_calibration.itertuples()
+        ),
+    )
     acceptance = acceptance_check(cfg, scores, float(settings["acceptance_ratio"]))
     if acceptance:
         log.info("held-out combined AUC %.3f vs oracle %.3f (ratio %.3f); beats rad %s, dl %s", acceptance["combined_auc"], acceptance["oracle_auc"], acceptance["ratio"], acceptance["beats_rad"], acceptance["beats_dl"])
@@ -312,6 +365,14 @@ def write_evaluation(cfg: DictConfig) -> tuple[dict[str, Any], pd.DataFrame]:
         },
         "delong": _clean_records(delong),
         "calibration": _clean_records(calib),
+        # logistic recalibration per model and split: {key: {split: {intercept, slope, CIs}}}
+        "calibration_fit": {
+            key: {
+                row["split"]: _clean({k.removeprefix("cal_"): row[k] for k in ("cal_intercept", "cal_intercept_low", "cal_intercept_high", "cal_slope", "cal_slope_low", "cal_slope_high", "cal_note")})
+                for _, row in group.iterrows()
+            }
+            for key, group in calib.groupby("key")
+        },
         "readers": _clean_records(readers_frame),
         "reader_kappa": _clean_records(kappa),
         "acceptance": acceptance,
@@ -335,7 +396,7 @@ def write_evaluation(cfg: DictConfig) -> tuple[dict[str, Any], pd.DataFrame]:
             "fig1": fig1,
             "fig2": fig2,
             "fig3": fig3,
-            "calibration_table": html_table(calib),
+            "calibration_table": html_table(calibration_display(calib)),
             "delong_table": html_table(delong, "{:.4f}"),
             "fig_importance": fig_importance,
             "importance_table": html_table(permutation, "{:.4f}"),

@@ -19,7 +19,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
-from cagerisk.cohort.schema import CLINICAL
+from cagerisk.cohort.schema import CLINICAL, POSTOPERATIVE
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,12 @@ def analyse_clinical(
     """Univariate logistic regression per variable (likelihood-ratio p), then one multivariate model of
     the variables with univariate p < ``univariate_p``; significant: multivariate p < ``multivariate_p``
     (Wald for a single term, likelihood ratio for a multi-level categorical)."""
+    postoperative = [v for v in variables if v in POSTOPERATIVE]
+    if postoperative:
+        raise ValueError(
+            f"clinical variable(s) {postoperative} are measured after surgery and cannot be predictors; "
+            "remove them from selection.clinical.variables (Table 1 still reports them)"
+        )
     missing = [v for v in variables if v not in frame.columns]
     if missing:
         raise ValueError(f"clinical variable(s) {missing} not in the manifest")

@@ -162,7 +162,8 @@ def run_combined_stage(cfg: DictConfig) -> dict[str, Any]:
         scores["combined"] = combined_prob
         scores["risk_class"] = np.where(combined_prob >= threshold, RISK_HIGH, RISK_LOW)
         summary["threshold"] = threshold
-        for split in ("train", "val", "test"):
+        # Training (out-of-fold) and validation only: test-split metrics are the evaluate stage's.
+        for split in ("train", "val"):
             mask = (cohort["split"] == split).to_numpy()
             if len(np.unique(y[mask])) == 2:
                 for column in ("rad_sign", "dl_sign", "clinical_model", "combined"):

@@ -132,10 +132,10 @@ def run_signatures_stage(cfg: DictConfig) -> dict[str, Any]:
             entry["selection"] = report.to_dict(orient="records")
             entry["selected_features"] = features["feature"].tolist()
             entry["oof_auc_train"] = float(roc_auc_score(y[train], result.oof_proba))
-            for split in ("val", "test"):
-                mask = (cohort["split"] == split).to_numpy()
-                if len(np.unique(y[mask])) == 2:
-                    entry[f"auc_{split}"] = float(roc_auc_score(y[mask], prob[mask]))
+            # Validation only: the test split's metrics are the evaluate stage's, computed once.
+            val = (cohort["split"] == "val").to_numpy()
+            if len(np.unique(y[val])) == 2:
+                entry["auc_val"] = float(roc_auc_score(y[val], prob[val]))
             summary["signatures"][kind.target] = entry
             joblib.dump(result.pipeline, out / f"{kind.target}_pipeline.joblib")
             report.to_csv(out / f"{kind.target}_selection.csv", index=False)
@@ -155,7 +155,7 @@ def run_signatures_stage(cfg: DictConfig) -> dict[str, Any]:
                     {
                         f"{kind.target}_n_selected": len(entry["selected_features"]),
                         f"{kind.target}_oof_auc_train": entry["oof_auc_train"],
-                        **{f"{kind.target}_auc_{s}": entry[f"auc_{s}"] for s in ("val", "test") if f"auc_{s}" in entry},
+                        **({f"{kind.target}_auc_val": entry["auc_val"]} if "auc_val" in entry else {}),
                     }
                 )
                 for step in report.itertuples():
