@@ -50,7 +50,7 @@ def test_headline_metrics_names_match_the_evaluate_run():
         "dice_test_mean": 0.91,
     }
     text = summary_markdown(metrics)
-    assert "| Combined model |  | 0.820 (0.630-1.000) |  |" in text and "ratio 0.924" in text and "slope 0.80" in text
+    assert "| Combined model | – | 0.820 (0.630-1.000) | – |" in text and "ratio 0.924" in text and "slope 0.80" in text
     assert headline_metrics(None) == {}
 
 

@@ -80,8 +80,8 @@ def summary_markdown(metrics: Mapping[str, float]) -> str:
         for split in ("train", "val", "test"):
             auc = metrics.get(f"{model}_{split}_auc")
             low, high = metrics.get(f"{model}_{split}_auc_ci_low"), metrics.get(f"{model}_{split}_auc_ci_high")
-            cells.append("" if auc is None else f"{auc:.3f}" + (f" ({low:.3f}-{high:.3f})" if low is not None and high is not None else ""))
-        if any(cells):
+            cells.append("–" if auc is None else f"{auc:.3f}" + (f" ({low:.3f}-{high:.3f})" if low is not None and high is not None else ""))
+        if any(c != "–" for c in cells):
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
     extra = []
     if "heldout_auc_ratio" in metrics:

@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 import subprocess
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -197,13 +198,17 @@ def log_table_dataset(path: str | Path, name: str, context: str, targets: str | 
     try:
         frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, low_memory=False)
         sha = file_sha256(path)
-        dataset = mlflow.data.from_pandas(
-            frame,
-            source=str(path.resolve()),
-            name=name,
-            digest=sha[:16],
-            targets=targets if targets in frame.columns else None,
-        )
+        with warnings.catch_warnings():
+            # A local path matches two equivalent "local" source types, and integer columns draw a
+            # schema hint meant for model signatures: neither says anything about the data.
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(
+                frame,
+                source=str(path.resolve()),
+                name=name,
+                digest=sha[:16],
+                targets=targets if targets in frame.columns else None,
+            )
         mlflow.log_input(dataset, context=context, tags={"sha256": sha, "path": str(path)})
         return True
     except Exception as error:  # noqa: BLE001 - a dataset that cannot be logged must not lose the stage's work
