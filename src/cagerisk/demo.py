@@ -197,7 +197,11 @@ def main() -> None:
     console.print(Panel(json.dumps(served["response"], indent=2), title=f"POST /score  ({', '.join(served['request']['files'])})"))
     console.print(f"outputs:          {Path(str(cfg.paths.data)).resolve()}")
     console.print(f"MLflow run:       {run_id}  (store: {tracking_uri})")
-    console.print(f"MLflow UI:        {BIN / 'mlflow'} ui --backend-store-uri {tracking_uri}")
+    console.print(f"MLflow UI:        {BIN / 'mlflow'} ui --backend-store-uri {tracking_uri} --port 5000")
+    experiment_id = mlflow.get_run(run_id).info.experiment_id
+    console.print(
+        f"  then open       http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+    )
     console.print(f"bento:            {served['bento']}  (BENTOML_HOME={ROOT / 'bentoml_home'})")
     console.print(
         f"serve it again:   BENTOML_HOME={ROOT / 'bentoml_home'} {BIN / 'bentoml'} serve {served['bento']} --host 127.0.0.1"
