@@ -113,6 +113,7 @@ def model_card(
     ct_segmentation: bool = False,
     image_scoring: bool = True,
     git_commit: str | None = None,
+    combined_classifier: str | None = None,
 ) -> str:
     """Markdown for ``MlflowClient.update_model_version(description=...)`` and ``model_card.md``."""
     run_link = f"#/experiments/{experiment_id}/runs/{run_id}"
@@ -126,7 +127,7 @@ def model_card(
         f"Registered by run [{run_id}]({run_link}); logged model [{model_id or model_uri}]({model_link}) (`{model_uri}`)."
         + (f" Code: git `{git_commit}`." if git_commit else ""),
         "",
-        "**Model.** Combined model (logistic regression) of the Rad-sign (radiomics signature), the DL-sign "
+        f"**Model.** Combined model ({combined_classifier or 'classifier of the combined stage'}) of the Rad-sign (radiomics signature), the DL-sign "
         "(ViT-3D deep features signature) and the clinical model; every signature is a scikit-learn pipeline "
         "(robust scaling, F-test, correlation pruning, LASSO, classifier) fitted on the training split only.",
         "",

@@ -256,6 +256,7 @@ def _model_card(cfg: DictConfig, result: RegistrationResult, tables, y_val, new_
         ct_segmentation=bool(spec.ct_segmentation),
         image_scoring=bool(spec.image_scoring),
         git_commit=commit,
+        combined_classifier=(spec.info.get("combined") or {}).get("best_classifier") if isinstance(spec.info.get("combined"), dict) else None,
     )
 
 
