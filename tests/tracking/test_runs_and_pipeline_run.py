@@ -123,3 +123,25 @@ def test_parent_run_carries_headline_metrics_report_and_datasets(make_config, tm
     assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"manifest", "radiomics"}
     with pytest.raises(RuntimeError, match="active MLflow run"):
         log_pipeline_summary(cfg)
+
+
+def test_a_table_too_wide_for_the_schema_column_is_logged_with_its_digest(make_config, tmp_path: Path):
+    """The demo's radiomics table has a column schema over MLflow's 1 MiB limit: it must still show."""
+    import numpy as np
+
+    from cagerisk.tracking.runs import log_table_dataset
+
+    names = [f"t2_vertebral_body_L{j % 5}_wavelet-HHL_glszm_SizeZoneNonUniformityNormalized_{j:05d}" for j in range(14000)]
+    wide = pd.DataFrame(np.zeros((3, len(names))), columns=names)
+    wide.insert(0, "patient_id", ["a", "b", "c"])
+    path = tmp_path / "radiomics.parquet"
+    wide.to_parquet(path)
+    assert len(mlflow.data.from_pandas(wide, source=str(path)).to_dict()["schema"]) > 1_048_575
+    cfg = make_config()
+    configure_tracking(cfg.tracking)
+    with mlflow.start_run() as run:
+        assert log_table_dataset(path, "radiomics", "training")
+    (logged,) = MlflowClient(tracking_uri=cfg.tracking.uri).get_run(run.info.run_id).inputs.dataset_inputs
+    tags = {t.key: t.value for t in logged.tags}
+    assert logged.dataset.digest == file_sha256(path)[:16] and str(path) in logged.dataset.source
+    assert tags["columns"] == "14001" and tags["rows"] == "3" and "schema size limit" in tags["schema"]

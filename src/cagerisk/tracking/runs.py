@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import subprocess
@@ -21,6 +22,8 @@ PARENT_RUN_ENV = "CAGERISK_PARENT_RUN_ID"
 # MLflow 3's UI opens an experiment by its kind: without this tag it may infer "GenAI" and show traces.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+# MLflow stores a dataset's schema in a column of at most 1 MiB (1,048,575 characters).
+MAX_DATASET_SCHEMA_CHARS = 1_000_000
 
 
 def flatten_config(cfg: DictConfig | Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -198,6 +201,7 @@ def log_table_dataset(path: str | Path, name: str, context: str, targets: str | 
     try:
         frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, low_memory=False)
         sha = file_sha256(path)
+        tags = {"sha256": sha, "path": str(path), "rows": str(frame.shape[0]), "columns": str(frame.shape[1])}
         with warnings.catch_warnings():
             # A local path matches two equivalent "local" source types, and integer columns draw a
             # schema hint meant for model signatures: neither says anything about the data.
@@ -209,7 +213,14 @@ def log_table_dataset(path: str | Path, name: str, context: str, targets: str | 
                 digest=sha[:16],
                 targets=targets if targets in frame.columns else None,
             )
-        mlflow.log_input(dataset, context=context, tags={"sha256": sha, "path": str(path)})
+            if len(json.dumps(dataset.to_dict().get("schema") or "")) > MAX_DATASET_SCHEMA_CHARS:
+                # A wide feature table (thousands of radiomics columns) has a column schema longer than
+                # the store accepts (1 MiB): log the same source and digest, the shape as tags.
+                from mlflow.data.meta_dataset import MetaDataset
+
+                dataset = MetaDataset(source=dataset.source, name=name, digest=sha[:16])
+                tags["schema"] = f"not logged: {frame.shape[1]} columns exceed MLflow's schema size limit"
+            mlflow.log_input(dataset, context=context, tags=tags)
         return True
     except Exception as error:  # noqa: BLE001 - a dataset that cannot be logged must not lose the stage's work
         log.warning("could not log %s (%s) as an MLflow dataset: %s", path, name, error)
