@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import subprocess
+import time
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -220,11 +221,30 @@ def log_table_dataset(path: str | Path, name: str, context: str, targets: str | 
 
                 dataset = MetaDataset(source=dataset.source, name=name, digest=sha[:16])
                 tags["schema"] = f"not logged: {frame.shape[1]} columns exceed MLflow's schema size limit"
-            mlflow.log_input(dataset, context=context, tags=tags)
+        _log_input_retrying(dataset, context, tags)
         return True
     except Exception as error:  # noqa: BLE001 - a dataset that cannot be logged must not lose the stage's work
         log.warning("could not log %s (%s) as an MLflow dataset: %s", path, name, error)
         return False
+
+
+def _log_input_retrying(dataset, context: str, tags: dict[str, str], attempts: int = 4) -> None:
+    """``mlflow.log_input``, again when another process inserted the same dataset at the same moment.
+
+    MLflow's SQL store looks a dataset up by (experiment, name, digest) and inserts it when absent; two
+    sweep workers starting together both insert, and the second fails on the unique key (seen with
+    PostgreSQL behind `mlflow server`). The retry finds the row the other process wrote.
+    """
+    for attempt in range(attempts):
+        try:
+            mlflow.log_input(dataset, context=context, tags=tags)
+            return
+        except mlflow.exceptions.MlflowException as error:
+            text = str(error)
+            duplicate = any(s in text for s in ("UniqueViolation", "UNIQUE constraint", "Duplicate entry", "already exists"))
+            if not duplicate or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def log_stage_datasets(cfg: DictConfig, stage: str) -> list[str]:
