@@ -244,6 +244,7 @@ def _log_input_retrying(dataset, context: str, tags: dict[str, str], attempts: i
             duplicate = any(s in text for s in ("UniqueViolation", "UNIQUE constraint", "Duplicate entry", "already exists"))
             if not duplicate or attempt == attempts - 1:
                 raise
+            log.info("dataset %s was inserted by another process at the same moment; logging it again", dataset.name)
             time.sleep(0.2 * (attempt + 1))
 
 
