@@ -1,7 +1,8 @@
 """`make demo`: from the synthetic cohort to a registered champion served over HTTP, on loopback.
 
 1. ``dvc repro`` of every stage under one parent MLflow run (stages nest under it; the parent gets the
-   git commit and the DVC hashes of what was produced);
+   git commit, the DVC hashes of what was produced, and the headline metrics, report, figures and
+   datasets: ``cagerisk.tracking.pipeline_run``);
 2. ``cagerisk register`` (nested under the same parent): the serving model becomes a new version of
    ``cage-subsidence``, champion or challenger;
 3. the champion is imported into the BentoML store (``bentoml_home/``) and built into a bento;
@@ -30,6 +31,7 @@ from rich.panel import Panel
 
 from cagerisk.logging_setup import configure_logging
 from cagerisk.tracking import configure_tracking, dvc_lock_hashes, flatten_config, git_commit
+from cagerisk.tracking.pipeline_run import log_pipeline_summary
 from cagerisk.tracking.runs import PARENT_RUN_ENV
 
 log = logging.getLogger("cagerisk.demo")
@@ -69,7 +71,22 @@ def run_pipeline(extra_env: dict[str, str] | None = None) -> str:
         log.info("dvc repro (stages nest under MLflow run %s)", parent.info.run_id)
         subprocess.run([str(BIN / "dvc"), "repro"], cwd=ROOT, env=env, check=True)
         mlflow.set_tags(dvc_lock_hashes(ROOT / "dvc.lock"))
+        log_pipeline_summary(pipeline_config())
         return parent.info.run_id
+
+
+def pipeline_config():
+    """The config the stages composed (params.yaml's choices), with paths resolved from the repository."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=pipeline_overrides())
+
+
+def tag_registration(run_id: str, decision: dict[str, Any]) -> None:
+    """The registry's decision on the parent run too: the reviewer's page links to the version."""
+    client = mlflow.MlflowClient()
+    client.set_tag(run_id, "registry.model_version", f"{decision['name']}/{decision['version']}")
+    for key in ("alias", "reason"):
+        client.set_tag(run_id, f"registry.{key}", str(decision[key])[:5000])
 
 
 def pipeline_overrides() -> list[str]:
@@ -168,6 +185,7 @@ def main() -> None:
         tracking_uri = f"sqlite:///{(ROOT / tracking_uri.removeprefix('sqlite:///')).resolve()}"
     run_id = step("dvc repro (every stage, nested under one MLflow run)", run_pipeline)
     decision = step("cagerisk register", lambda: register(run_id))
+    tag_registration(run_id, decision)
     console.print(
         Panel.fit(
             f"cage-subsidence version {decision['version']} -> [bold]{decision['alias']}[/bold]\n{decision['reason']}\n"
@@ -179,7 +197,11 @@ def main() -> None:
     console.print(Panel(json.dumps(served["response"], indent=2), title=f"POST /score  ({', '.join(served['request']['files'])})"))
     console.print(f"outputs:          {Path(str(cfg.paths.data)).resolve()}")
     console.print(f"MLflow run:       {run_id}  (store: {tracking_uri})")
-    console.print(f"MLflow UI:        {BIN / 'mlflow'} ui --backend-store-uri {tracking_uri}")
+    console.print(f"MLflow UI:        {BIN / 'mlflow'} ui --backend-store-uri {tracking_uri} --port 5000")
+    experiment_id = mlflow.get_run(run_id).info.experiment_id
+    console.print(
+        f"  then open       http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+    )
     console.print(f"bento:            {served['bento']}  (BENTOML_HOME={ROOT / 'bentoml_home'})")
     console.print(
         f"serve it again:   BENTOML_HOME={ROOT / 'bentoml_home'} {BIN / 'bentoml'} serve {served['bento']} --host 127.0.0.1"

@@ -9,11 +9,16 @@ parent run:
 2. registers it as a new version of ``serve.model_name``;
 3. loads that version back from the registry and scores the validation patients from their features;
    the scores must equal the combined stage's (no training/serving skew), and give the validation AUC;
-4. scores the same patients with the current champion, compares the AUCs (DeLong test) and gives the
-   new version the alias ``champion`` when its AUC is not below the champion's, else ``challenger``.
+4. checks that the current champion was validated on the same patients (``val_patients_sha256``),
+   scores them with it and applies the gate (``cagerisk.tracking.gate``: DeLong's paired test, one-sided,
+   superiority by default); the new version gets the alias ``champion`` when the gate promotes it,
+   else ``challenger``;
+5. writes the model card (``cagerisk.tracking.model_card``) as the version's description and as
+   ``model_card.md`` of the run.
 
-The decision, both AUCs, the DeLong z and p-value and the patients' count are logged as metrics, tags
-of the run and of the model version, and ``registration.json``.
+The decision, both AUCs, the DeLong test (two-sided z and p, and the gate's one-sided p and rule) and
+the patients' count are logged as metrics, tags of the run and of the model version, and
+``registration.json``.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from omegaconf import DictConfig
 from sklearn.metrics import roc_auc_score
 
 from cagerisk.cohort.schema import OUTCOME
+from cagerisk.tracking.gate import decide, gate_settings, same_validation_patients, validation_patients_sha256
+from cagerisk.tracking.model_card import model_card
 from cagerisk.tracking.runs import dvc_lock_hashes, git_commit, stage_run
 
 log = logging.getLogger(__name__)
@@ -82,6 +89,8 @@ class RegistrationResult:
     delong_z: float | None = None
     delong_p: float | None = None
     training_data_sha256: str = ""
+    val_patients_sha256: str = ""
+    gate: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -164,6 +173,8 @@ def register_model(cfg: DictConfig) -> RegistrationResult:
     if len(val) == 0:
         raise RegistrationError("no validation patient has features: the champion decision needs the validation split")
     y_val = tables.manifest.loc[val, OUTCOME].to_numpy(dtype=int)
+    val_sha = validation_patients_sha256([str(p) for p in val], y_val)
+    gate = gate_settings(scfg.get("gate"))
     commit = git_commit()
     with stage_run(cfg, "register") as run:
         if run is None:
@@ -182,7 +193,12 @@ def register_model(cfg: DictConfig) -> RegistrationResult:
         version = mlflow.register_model(
             model_info.model_uri,
             name,
-            tags={"training_data_sha256": spec.training_data_sha256, "run_id": run.info.run_id, "git_commit": commit or ""},
+            tags={
+                "training_data_sha256": spec.training_data_sha256,
+                "val_patients_sha256": val_sha,
+                "run_id": run.info.run_id,
+                "git_commit": commit or "",
+            },
         )
         log.info("registered %s version %s from run %s", name, version.version, run.info.run_id)
         result = RegistrationResult(
@@ -195,12 +211,53 @@ def register_model(cfg: DictConfig) -> RegistrationResult:
             n_val=int(len(val)),
             reason="",
             training_data_sha256=spec.training_data_sha256,
+            val_patients_sha256=val_sha,
         )
         champion = current_champion(client, name, champion_alias)
-        _decide(result, champion, tables, list(val), y_val, new_prob, name, str(scfg.on_incomparable), champion_alias)
+        _decide(result, champion, tables, list(val), y_val, new_prob, name, str(scfg.on_incomparable), champion_alias, gate)
         client.set_registered_model_alias(name, result.alias, result.version)
         _log_decision(client, result)
+        card = _model_card(cfg, result, tables, y_val, new_prob, spec, model_info, run, commit)
+        client.update_model_version(name, result.version, description=card)
+        mlflow.log_text(card, "model_card.md")
     return result
+
+
+def _model_card(cfg: DictConfig, result: RegistrationResult, tables, y_val, new_prob, spec, model_info, run, commit) -> str:
+    import json
+
+    from cagerisk.evaluation.metrics import auc_ci_delong
+
+    ci = None
+    if result.val_auc is not None:
+        interval = auc_ci_delong(y_val, new_prob)
+        ci = (interval.low, interval.high)
+    report_path = Path(str(cfg.paths.reports)) / "metrics.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else None
+    return model_card(
+        name=result.name,
+        version=result.version,
+        run_id=run.info.run_id,
+        experiment_id=run.info.experiment_id,
+        model_uri=model_info.model_uri,
+        model_id=getattr(model_info, "model_id", None),
+        manifest=tables.manifest.loc[tables.patients],
+        cohort_source=str(cfg.cohort.get("source", "")),
+        cohort_name=str(cfg.cohort.get("name", "")),
+        val_auc=result.val_auc,
+        val_auc_ci=ci,
+        n_val=result.n_val,
+        threshold=float(spec.threshold),
+        threshold_rule=str(spec.info.get("threshold_rule", "Youden index on the validation split")),
+        training_data_sha256=result.training_data_sha256,
+        val_patients_sha256=result.val_patients_sha256,
+        decision=f"alias `{result.alias}`: {result.reason}",
+        report=report,
+        ct_segmentation=bool(spec.ct_segmentation),
+        image_scoring=bool(spec.image_scoring),
+        git_commit=commit,
+        combined_classifier=(spec.info.get("combined") or {}).get("best_classifier") if isinstance(spec.info.get("combined"), dict) else None,
+    )
 
 
 def _check_against_stage(cfg: DictConfig, patients: pd.Index, prob: np.ndarray) -> None:
@@ -233,15 +290,22 @@ def _decide(
     name: str,
     on_incomparable: str,
     champion_alias: str,
+    gate: dict[str, Any],
 ) -> None:
-    from cagerisk.evaluation import delong_test
-
     if champion is None:
         result.alias, result.reason = champion_alias, "no champion yet"
         return
     result.champion_version = str(champion.version)
     if str(champion.version) == result.version:
         result.alias, result.reason = champion_alias, "already the champion"
+        return
+    comparable, why = same_validation_patients(
+        {"val_patients_sha256": result.val_patients_sha256, "training_data_sha256": result.training_data_sha256},
+        dict(champion.tags or {}),
+    )
+    result.gate = {**gate, "same_validation_patients": comparable, "comparability": why}
+    if not comparable:
+        result.reason = f"not compared with the champion (version {champion.version}): {why}; not promoted"
         return
     from cagerisk.serving.bundle import feature_rows
 
@@ -259,19 +323,12 @@ def _decide(
     if result.val_auc is None or result.champion_val_auc is None:
         result.reason = "the validation split has one outcome only: AUCs are undefined, the champion stays"
         return
-    test = delong_test(y, new_prob, old_prob)
-    result.delong_z, result.delong_p = test.z, test.p_value
-    if result.val_auc >= result.champion_val_auc:
+    decision = decide(y, new_prob, old_prob, gate, n=result.n_val)
+    result.delong_z, result.delong_p = decision.delong_z, decision.p_two_sided
+    result.gate.update(decision.as_dict())
+    result.reason = decision.reason
+    if decision.promote:
         result.alias = champion_alias
-        result.reason = (
-            f"validation AUC {result.val_auc:.4f} >= champion's {result.champion_val_auc:.4f} "
-            f"(DeLong p = {test.p_value:.3g}, n = {result.n_val})"
-        )
-    else:
-        result.reason = (
-            f"validation AUC {result.val_auc:.4f} < champion's {result.champion_val_auc:.4f} "
-            f"(DeLong p = {test.p_value:.3g}, n = {result.n_val})"
-        )
 
 
 def _log_decision(client: MlflowClient, result: RegistrationResult) -> None:
@@ -281,6 +338,7 @@ def _log_decision(client: MlflowClient, result: RegistrationResult) -> None:
         "delong_z": result.delong_z,
         "delong_p": result.delong_p,
         "n_val": float(result.n_val),
+        "gate_p_one_sided": result.gate.get("p_value"),
     }
     mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
     tags = {
@@ -289,10 +347,13 @@ def _log_decision(client: MlflowClient, result: RegistrationResult) -> None:
         "registry.alias": result.alias,
         "registry.reason": result.reason[:5000],
         "registry.compared_with": result.champion_version or "",
+        "registry.val_patients_sha256": result.val_patients_sha256,
+        **{f"registry.gate.{k}": str(result.gate[k]) for k in ("rule", "alpha", "margin", "same_validation_patients") if k in result.gate},
     }
     mlflow.set_tags(tags)
     mlflow.log_dict(result.as_dict(), "registration.json")
-    for key, value in {**metrics, "alias": result.alias, "reason": result.reason[:5000]}.items():
+    gate_tags = {f"gate_{k}": result.gate[k] for k in ("rule", "alpha", "margin", "comparability") if k in result.gate}
+    for key, value in {**metrics, **gate_tags, "alias": result.alias, "reason": result.reason[:5000]}.items():
         if value is not None:
             client.set_model_version_tag(result.name, result.version, key, str(value))
     log.info("%s version %s -> alias %s: %s", result.name, result.version, result.alias, result.reason)

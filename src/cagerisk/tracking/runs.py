@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import subprocess
+import time
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 PARENT_RUN_ENV = "CAGERISK_PARENT_RUN_ID"
+# MLflow 3's UI opens an experiment by its kind: without this tag it may infer "GenAI" and show traces.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+# MLflow stores a dataset's schema in a column of at most 1 MiB (1,048,575 characters).
+MAX_DATASET_SCHEMA_CHARS = 1_000_000
 
 
 def flatten_config(cfg: DictConfig | Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -41,29 +50,47 @@ def configure_tracking(tracking_cfg: DictConfig | Mapping[str, Any]) -> str:
     """Point MLflow at the configured store and make sure the experiment exists; returns its id.
 
     A SQLite URI gets its folder created; the experiment's artifacts go under ``artifact_root`` so
-    that everything of a local store lives under ``mlruns/``.
+    that everything of a local store lives under ``mlruns/``. An ``http(s)://`` URI is a tracking
+    server (``tracking=server``), whose own artifact root applies. The experiment is tagged as a
+    model-training experiment, so MLflow 3's UI opens it on its runs rather than on GenAI traces.
     """
     uri = str(tracking_cfg["uri"])
+    if uri.startswith(("http://", "https://")):
+        # A tracking server: its --artifacts-destination decides where artifacts go, not this client.
+        mlflow.set_tracking_uri(uri)
+        return _ensure_experiment(str(tracking_cfg["experiment"]), None)
     if uri.startswith("sqlite:///"):
         db_path = Path(uri.removeprefix("sqlite:///"))
         db_path.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
-    name = str(tracking_cfg["experiment"])
+    location = None
+    artifact_root = tracking_cfg.get("artifact_root")
+    if artifact_root and "://" in str(artifact_root):
+        location = str(artifact_root)  # an object store (s3://, gs://, ...) beside a database backend
+    elif artifact_root:
+        root = Path(str(artifact_root)).resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        location = root.as_uri()
+    return _ensure_experiment(str(tracking_cfg["experiment"]), location)
+
+
+def _ensure_experiment(name: str, location: str | None) -> str:
+    """The experiment's id, created if needed, and tagged as a model-training experiment (new or old store)."""
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
-        artifact_root = tracking_cfg.get("artifact_root")
-        location = None
-        if artifact_root and "://" not in uri.replace("sqlite://", ""):
-            root = Path(str(artifact_root)).resolve()
-            root.mkdir(parents=True, exist_ok=True)
-            location = root.as_uri()
         try:
-            return mlflow.create_experiment(name, artifact_location=location)
+            experiment_id = mlflow.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+            return experiment_id
         except mlflow.exceptions.MlflowException:
             # Another process created it first (concurrent sweeps): use theirs.
             experiment = mlflow.get_experiment_by_name(name)
             if experiment is None:
                 raise
+    kind = (experiment.tags or {}).get(EXPERIMENT_KIND_TAG)
+    # A store made before this tag existed (or whose kind the UI only inferred) gets it; a kind a
+    # person chose explicitly in the UI is left alone.
+    if kind is None or kind.endswith("_inferred") or kind == "no_inferred_type":
+        mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return experiment.experiment_id
 
 
@@ -130,5 +157,109 @@ def stage_run(
         tags=tags,
     ) as run:
         mlflow.log_params(flatten_config(cfg))
+        log_stage_datasets(cfg, stage)
         log.info("MLflow run %s (%s) in %s", run.info.run_id, stage, mlflow.get_tracking_uri())
         yield run
+
+
+# What each stage reads, as (paths key or config key, file under it, dataset name, context). The
+# Dataset column of the MLflow UI then shows what every run trained or was evaluated on.
+_MANIFEST = ("paths.cohort", "manifest.csv", "manifest", None)
+_RADIOMICS = ("paths.features", "radiomics.parquet", "radiomics", None)
+_DEEP = ("paths.features", "deep.parquet", "deep", None)
+STAGE_DATASETS: dict[str, tuple[tuple[str, str, str, str | None], ...]] = {
+    "segment": (_MANIFEST,),
+    "radiomics": (_MANIFEST,),
+    "deep": (_MANIFEST,),
+    "reproducibility": (_MANIFEST, _RADIOMICS),
+    "signatures": (_MANIFEST, _RADIOMICS, _DEEP),
+    "combined": (_MANIFEST, _RADIOMICS, _DEEP),
+    "evaluate": (_MANIFEST,),
+    "register": (_MANIFEST, _RADIOMICS, _DEEP),
+    "fit-table": (("table", "", "table", None),),
+}
+STAGE_CONTEXT = {"signatures": "training", "combined": "training", "fit-table": "training", "evaluate": "evaluation", "register": "validation"}
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def log_table_dataset(path: str | Path, name: str, context: str, targets: str | None = None) -> bool:
+    """Log a CSV/Parquet table as an ``mlflow.data`` dataset input of the active run.
+
+    The digest is the file's sha256 (first 16 hex digits; the full one is a tag), so the same bytes
+    show as the same dataset in every run and any change shows as a new one. Returns False (and says
+    why) when the table cannot be read: tracking must not stop a stage.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, low_memory=False)
+        sha = file_sha256(path)
+        tags = {"sha256": sha, "path": str(path), "rows": str(frame.shape[0]), "columns": str(frame.shape[1])}
+        with warnings.catch_warnings():
+            # A local path matches two equivalent "local" source types, and integer columns draw a
+            # schema hint meant for model signatures: neither says anything about the data.
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(
+                frame,
+                source=str(path.resolve()),
+                name=name,
+                digest=sha[:16],
+                targets=targets if targets in frame.columns else None,
+            )
+            if len(json.dumps(dataset.to_dict().get("schema") or "")) > MAX_DATASET_SCHEMA_CHARS:
+                # A wide feature table (thousands of radiomics columns) has a column schema longer than
+                # the store accepts (1 MiB): log the same source and digest, the shape as tags.
+                from mlflow.data.meta_dataset import MetaDataset
+
+                dataset = MetaDataset(source=dataset.source, name=name, digest=sha[:16])
+                tags["schema"] = f"not logged: {frame.shape[1]} columns exceed MLflow's schema size limit"
+        _log_input_retrying(dataset, context, tags)
+        return True
+    except Exception as error:  # noqa: BLE001 - a dataset that cannot be logged must not lose the stage's work
+        log.warning("could not log %s (%s) as an MLflow dataset: %s", path, name, error)
+        return False
+
+
+def _log_input_retrying(dataset, context: str, tags: dict[str, str], attempts: int = 4) -> None:
+    """``mlflow.log_input``, again when another process inserted the same dataset at the same moment.
+
+    MLflow's SQL store looks a dataset up by (experiment, name, digest) and inserts it when absent; two
+    sweep workers starting together both insert, and the second fails on the unique key (seen with
+    PostgreSQL behind `mlflow server`). The retry finds the row the other process wrote.
+    """
+    for attempt in range(attempts):
+        try:
+            mlflow.log_input(dataset, context=context, tags=tags)
+            return
+        except mlflow.exceptions.MlflowException as error:
+            text = str(error)
+            duplicate = any(s in text for s in ("UniqueViolation", "UNIQUE constraint", "Duplicate entry", "already exists"))
+            if not duplicate or attempt == attempts - 1:
+                raise
+            log.info("dataset %s was inserted by another process at the same moment; logging it again", dataset.name)
+            time.sleep(0.2 * (attempt + 1))
+
+
+def log_stage_datasets(cfg: DictConfig, stage: str) -> list[str]:
+    """Log the tables ``stage`` reads (``STAGE_DATASETS``) that exist; returns their names."""
+    from cagerisk.cohort.schema import OUTCOME
+
+    logged = []
+    for key, filename, name, context in STAGE_DATASETS.get(stage, ()):
+        base = OmegaConf.select(cfg, key) if isinstance(cfg, DictConfig) else None
+        if base in (None, "", "???"):
+            continue
+        path = Path(str(base)) / filename if filename else Path(str(base))
+        if not path.is_file():
+            continue
+        if log_table_dataset(path, name, context or STAGE_CONTEXT.get(stage, "input"), targets=OUTCOME if name == "manifest" else None):
+            logged.append(name)
+    return logged
