@@ -23,8 +23,9 @@ REPORT = {
     },
     "acceptance": {"oracle_auc": 0.866, "ratio": 0.924},
     "calibration": [
-        {"model": "Combined model", "split": "val", "brier": 0.13, "calibration_slope": 0.8, "calibration_intercept": -0.1},
-        {"model": "Rad-sign", "split": "test", "slope": 1.2, "slope_ci_low": 0.4},
+        # the field names evaluate's calibration table writes
+        {"model": "Combined model", "key": "combined", "split": "val", "brier": 0.13, "hl_p": 0.2, "cal_slope": 0.8, "cal_intercept": -0.1},
+        {"model": "Rad-sign", "key": "rad_sign", "split": "test", "cal_slope": 1.2, "cal_slope_low": 0.4, "cal_note": ""},
     ],
 }
 
@@ -46,7 +47,7 @@ def test_headline_metrics_names_match_the_evaluate_run():
         "combined_val_calibration_slope": 0.8,
         "combined_val_calibration_intercept": -0.1,
         "rad_sign_test_calibration_slope": 1.2,
-        "rad_sign_test_calibration_slope_ci_low": 0.4,
+        "rad_sign_test_calibration_slope_low": 0.4,
         "dice_test_mean": 0.91,
     }
     text = summary_markdown(metrics)

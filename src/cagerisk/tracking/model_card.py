@@ -8,6 +8,8 @@ its ``reports/metrics.json``; nothing here reads files or talks to MLflow.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Mapping
 from typing import Any
 
@@ -57,10 +59,12 @@ def _calibration_lines(report: Mapping[str, Any]) -> list[str]:
     for row in report.get("calibration") or []:
         if not isinstance(row, Mapping) or row.get("model") not in ("Combined model", "combined"):
             continue
-        slope = next((row[k] for k in ("calibration_slope", "slope") if row.get(k) is not None), None)
+        slope = row.get("cal_slope")
         parts = [f"Brier {row['brier']:.3f}"] if row.get("brier") is not None else []
-        if slope is not None:
-            parts.append(f"calibration slope {float(slope):.2f}")
+        if slope is not None and math.isfinite(float(slope)):
+            low, high = row.get("cal_slope_low"), row.get("cal_slope_high")
+            ci = f" (95% CI {float(low):.2f}-{float(high):.2f})" if low is not None and high is not None else ""
+            parts.append(f"calibration slope {float(slope):.2f}{ci}")
         if row.get("hl_p") is not None:
             parts.append(f"Hosmer-Lemeshow p {float(row['hl_p']):.3g}")
         if parts:

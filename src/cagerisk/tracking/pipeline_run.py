@@ -62,8 +62,8 @@ def headline_metrics(report: Mapping[str, Any] | None, segment: Mapping[str, Any
     for row in report.get("calibration") or []:
         model = MODEL_KEYS.get(str(row.get("model")), str(row.get("model")))
         for field, value in row.items():
-            # calibration_slope / calibration_intercept (and their CI bounds) when the report has them
-            name = field if field.startswith("calibration_") else f"calibration_{field}" if field.startswith(("slope", "intercept")) else None
+            # evaluate's cal_slope / cal_intercept (and their CI bounds) -> calibration_slope, calibration_intercept, ...
+            name = f"calibration_{field.removeprefix('cal_')}" if field.startswith(("cal_slope", "cal_intercept")) else None
             if name and _finite(value):
                 metrics[f"{model}_{_split_key(row.get('split', ''))}_{name}"] = float(value)
     for key, value in (segment or {}).items():
