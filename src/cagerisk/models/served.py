@@ -105,10 +105,27 @@ class CombinedModel:
         """
         signatures = self.signatures(radiomics, deep)
         prob = positive_proba(self.combined_pipeline, self.combined_inputs(signatures, clinical))
-        out = pd.DataFrame(
-            {"prob": prob, "rad_sign": signatures["rad_sign"].to_numpy(), "dl_sign": signatures["dl_sign"].to_numpy()},
-            index=signatures.index,
-        )
+        return self._output(prob, signatures["rad_sign"].to_numpy(), signatures["dl_sign"].to_numpy(), signatures.index)
+
+    def predict_checked(
+        self, radiomics: pd.DataFrame, deep: pd.DataFrame, clinical: pd.DataFrame | None = None
+    ) -> pd.DataFrame:
+        """:meth:`predict_from_features` for tables already in the pipelines' column order, on one index,
+        without missing clinical values (a server checked them): the same pipelines without the
+        re-indexing and copies, which cost more than the model itself for one patient."""
+        rad_sign = positive_proba(self.rad_pipeline, radiomics)
+        dl_sign = positive_proba(self.dl_pipeline, deep)
+        frame = pd.DataFrame({"rad_sign": rad_sign, "dl_sign": dl_sign}, index=radiomics.index)
+        if self.clinical_variables:
+            if clinical is None:
+                raise ValueError(f"clinical values are required: {self.clinical_variables}")
+            for name in self.clinical_variables:
+                frame[name] = clinical[name].to_numpy()
+        prob = positive_proba(self.combined_pipeline, frame[self.input_columns])
+        return self._output(prob, rad_sign, dl_sign, radiomics.index)
+
+    def _output(self, prob: np.ndarray, rad_sign: np.ndarray, dl_sign: np.ndarray, index: pd.Index) -> pd.DataFrame:
+        out = pd.DataFrame({"prob": prob, "rad_sign": rad_sign, "dl_sign": dl_sign}, index=index)
         out["risk_class"] = np.where(out["prob"] >= self.threshold, RISK_HIGH, RISK_LOW)
         return out
 

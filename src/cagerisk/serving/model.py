@@ -38,7 +38,7 @@ import yaml
 
 from cagerisk.cohort.schema import CLINICAL_NAMES, roi_label_values, sequence_rois
 from cagerisk.serving.errors import ScoringInputError, missing
-from cagerisk.serving.features import blank_unrequired, pipeline_inputs
+from cagerisk.serving.features import pipeline_inputs
 from cagerisk.serving.inputs import (
     FUSED_LEVELS,
     INTEGER_CLINICAL,
@@ -163,6 +163,8 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
         self.combined = joblib.load(bundle / COMBINED_FILE)
         self.radiomics_columns = pipeline_inputs(self.combined.rad_pipeline)
         self.deep_columns = pipeline_inputs(self.combined.dl_pipeline)
+        self._radiomics_index = {c: i for i, c in enumerate(self.radiomics_columns)}
+        self._deep_index = {c: i for i, c in enumerate(self.deep_columns)}
         self.radiomics_params = load_radiomics_params(bundle)
         self.radiomics_sha256 = {seq: settings_hash(p) for seq, p in self.radiomics_params.items()}
         self.segmenter = None
@@ -194,43 +196,51 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
 
     def score(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Score every row; a bad row raises ``ScoringInputError`` naming the row (in a batch) and field."""
-        if frame.empty:
+        return self.score_rows(frame.reset_index(drop=True).to_dict("records"))
+
+    def score_rows(self, rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+        """:meth:`score` of row dicts (the service's path: no DataFrame of the request is built)."""
+        if len(rows) == 0:
             return pd.DataFrame({c: pd.Series(dtype=object) for c in OUTPUT_COLUMNS})
-        rows = frame.reset_index(drop=True)
-        radiomics: list[dict[str, float]] = []
-        deep: list[dict[str, float]] = []
+        n = len(rows)
+        # Columns the signatures do not need stay NaN (imputed, then dropped by the selectors): see
+        # cagerisk.serving.features.blank_unrequired, verified when the bundle was built.
+        rad_matrix = np.full((n, len(self.radiomics_columns)), np.nan)
+        dl_matrix = np.full((n, len(self.deep_columns)), np.nan)
         clinical: list[dict[str, Any]] = []
         modes: list[str] = []
-        for i, row in rows.iterrows():
+        ids: list[str | None] = []
+        for i, row in enumerate(rows):
             values = {k: _cell(v) for k, v in row.items()}
             try:
                 rad, dl, clin, mode = self._row_inputs(values)
             except ScoringInputError as err:
-                if len(rows) > 1:
+                if n > 1:
                     raise ScoringInputError(f"rows[{i}].{err.field}", err.problem, err.status) from None
                 raise
-            radiomics.append(rad)
-            deep.append(dl)
+            for name, value in rad.items():
+                rad_matrix[i, self._radiomics_index[name]] = value
+            for name, value in dl.items():
+                dl_matrix[i, self._deep_index[name]] = value
             clinical.append(clin)
             modes.append(mode)
-        index = pd.Index([f"row{i}" for i in range(len(rows))], name=ID_COLUMN)
-        rad_frame = blank_unrequired(
-            pd.DataFrame(radiomics, index=index), self.radiomics_columns, self.spec.radiomics_features
-        )
-        dl_frame = blank_unrequired(pd.DataFrame(deep, index=index), self.deep_columns, self.spec.deep_features)
-        clin_frame = pd.DataFrame(clinical, index=index)
-        out = self.combined.predict_from_features(
-            rad_frame, dl_frame, clin_frame[self.spec.clinical_variables] if self.spec.clinical_variables else None
-        )
-        ids = rows[ID_COLUMN] if ID_COLUMN in rows.columns else pd.Series([None] * len(rows))
+            pid = values.get(ID_COLUMN)
+            ids.append(None if _absent(pid) else str(pid))
+        index = pd.Index([f"row{i}" for i in range(n)], name=ID_COLUMN)
+        rad_frame = pd.DataFrame(rad_matrix, index=index, columns=self.radiomics_columns)
+        dl_frame = pd.DataFrame(dl_matrix, index=index, columns=self.deep_columns)
+        used = self.spec.clinical_variables
+        clin_frame = pd.DataFrame([{k: c[k] for k in used} for c in clinical], index=index, columns=used) if used else None
+        out = self.combined.predict_checked(rad_frame, dl_frame, clin_frame)
         return pd.DataFrame(
             {
-                "patient_id": [None if _cell(v) is None or _absent(v) else str(v) for v in ids],
+                # object, not pandas' text dtype, which would turn a missing id into NaN
+                "patient_id": pd.Series(ids, dtype=object),
                 "probability": out["prob"].to_numpy(dtype=np.float64),
                 "rad_sign": out["rad_sign"].to_numpy(dtype=np.float64),
                 "dl_sign": out["dl_sign"].to_numpy(dtype=np.float64),
                 "risk_class": out["risk_class"].astype(str).to_numpy(),
-                "threshold": np.full(len(rows), self.spec.threshold, dtype=np.float64),
+                "threshold": np.full(n, self.spec.threshold, dtype=np.float64),
                 "mode": modes,
             }
         )
