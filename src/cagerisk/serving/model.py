@@ -156,8 +156,6 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
 
     def load_bundle(self, bundle_dir: str | Path) -> None:
         """Load everything from a bundle directory (also usable without MLflow, e.g. in tests)."""
-        from cagerisk.radiomics.params import settings_hash
-
         bundle = Path(bundle_dir)
         self.spec = ModelSpec.from_json((bundle / SPEC_FILE).read_text())
         self.combined = joblib.load(bundle / COMBINED_FILE)
@@ -166,7 +164,6 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
         self._radiomics_index = {c: i for i, c in enumerate(self.radiomics_columns)}
         self._deep_index = {c: i for i, c in enumerate(self.deep_columns)}
         self.radiomics_params = load_radiomics_params(bundle)
-        self.radiomics_sha256 = {seq: settings_hash(p) for seq, p in self.radiomics_params.items()}
         self.segmenter = None
         self.embedder = None
         if self.spec.image_scoring:
