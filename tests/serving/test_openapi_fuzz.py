@@ -16,9 +16,12 @@ import sys
 from pathlib import Path
 
 import httpx
+import numpy as np
+import pandas as pd
 import pytest
 from serving_helpers import compose_serving_config, write_feature_pipeline
 
+from cagerisk.client import CageRiskClient, InvalidInput, MissingInput, NotFound, Unauthorized
 from cagerisk.serving.bento import bentoml_environment, import_champion, serve
 
 pytestmark = pytest.mark.slow
@@ -82,6 +85,7 @@ def test_schemathesis_finds_nothing(bento, key: str | None, tmp_path: Path):
         if key:
             assert httpx.post(f"{running.url}/score_features", json={"items": []}, timeout=30).status_code == 401
 
+        check_client(running.url, key, tmp / "data")
         done = run_schemathesis(running.url, tmp_path, key)
         report = done.stdout[-8000:] + done.stderr[-2000:]
         assert done.returncode == 0, report
@@ -89,3 +93,38 @@ def test_schemathesis_finds_nothing(bento, key: str | None, tmp_path: Path):
         # every route: probes, /metrics, /metadata, /score_features
         assert "6 selected / 6 total" in done.stdout, report
     assert "Traceback" not in running.log_text(), running.log_text()[-4000:]
+
+
+def check_client(url: str, key: str | None, data: Path) -> None:
+    """cagerisk.client against the same server: results equal the combined stage's, typed 4xx errors."""
+    manifest = pd.read_csv(data / "cohort" / "manifest.csv").set_index("patient_id")
+    rad = pd.read_parquet(data / "features" / "radiomics.parquet").set_index("patient_id")
+    deep = pd.read_parquet(data / "features" / "deep.parquet").set_index("patient_id")
+    scores = pd.read_parquet(data / "models" / "combined" / "scores.parquet").set_index("patient_id")
+    patients = list(scores.index[scores["split"] != "train"][:5])
+    with CageRiskClient(url, api_key=key) as client:
+        needed = client.metadata()["expected_inputs"]
+        used = needed["clinical_required"]
+
+        def patient(pid: str) -> dict:
+            features = {**rad.loc[pid, needed["features"]["radiomics"]], **deep.loc[pid, needed["features"]["deep"]]}
+            return {"patient_id": pid, "clinical": manifest.loc[pid, used].to_dict(), "features": features}
+
+        results = client.score_features([patient(p) for p in patients])
+        assert [r["patient_id"] for r in results] == patients
+        np.testing.assert_allclose([r["probability"] for r in results], scores.loc[patients, "combined"], atol=1e-9)
+
+        too_old = patient(patients[0])
+        too_old["clinical"]["age"] = 250
+        with pytest.raises(InvalidInput) as bad:
+            client.score_features([too_old])
+        assert bad.value.status == 422 and bad.value.field == "items.0.clinical.age"
+        no_features = {**patient(patients[0]), "features": {}}
+        with pytest.raises(MissingInput) as missing:
+            client.score_features([no_features])
+        assert missing.value.field.startswith("items.0.features.")
+        with pytest.raises(NotFound):  # this model scores features only: no /score
+            client.score_images({"age": 60}, {"t2_image": b"not an image"})
+    if key:
+        with CageRiskClient(url) as anonymous, pytest.raises(Unauthorized):
+            anonymous.metadata()
