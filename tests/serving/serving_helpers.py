@@ -9,6 +9,8 @@ test on images trains the real stages instead (test_serving_end_to_end.py).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import joblib
@@ -131,3 +133,22 @@ def compose_serving_config(tmp: Path, *overrides: str) -> DictConfig:
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(config_name="config", overrides=[*serving_overrides(tmp), *overrides])
+
+
+def run_schemathesis(url: str, workdir: Path, key: str | None, *options: str, max_examples: int = 25, seed: int = 20261201):
+    """``schemathesis run`` (the CLI a user runs) over ``url``'s /docs.json with every check, bounded
+    examples and a fixed seed; returns the finished process (exit code 0 = no failure)."""
+    cmd = [
+        str(Path(sys.executable).parent / "schemathesis"), "run", f"{url}/docs.json",
+        "--checks", "all",
+        "--max-examples", str(max_examples),
+        "--seed", str(seed),
+        "--workers", "1",
+        "--generation-database", "none",
+        "--request-timeout", "60",
+        "--no-color",
+        *options,
+    ]
+    if key:
+        cmd += ["--header", f"X-API-Key: {key}"]
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900)

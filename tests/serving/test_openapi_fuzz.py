@@ -11,15 +11,13 @@ No check is excluded.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from serving_helpers import compose_serving_config, write_feature_pipeline
+from serving_helpers import compose_serving_config, run_schemathesis, write_feature_pipeline
 
 from cagerisk.client import CageRiskClient, InvalidInput, MissingInput, NotFound, Unauthorized
 from cagerisk.serving.bento import bentoml_environment, import_champion, serve
@@ -47,22 +45,6 @@ def bento(tmp_path_factory: pytest.TempPathFactory):
     return tmp, env, imported["bento"]
 
 
-def run_schemathesis(url: str, workdir: Path, key: str | None) -> subprocess.CompletedProcess:
-    cmd = [
-        str(Path(sys.executable).parent / "schemathesis"), "run", f"{url}/docs.json",
-        "--checks", "all",
-        "--max-examples", str(MAX_EXAMPLES),
-        "--seed", str(SEED),
-        "--workers", "1",
-        "--generation-database", "none",
-        "--request-timeout", "30",
-        "--no-color",
-    ]
-    if key:
-        cmd += ["--header", f"X-API-Key: {key}"]
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=600)
-
-
 @pytest.mark.parametrize("key", [API_KEY, None], ids=["api-key", "no-api-key"])
 def test_schemathesis_finds_nothing(bento, key: str | None, tmp_path: Path):
     tmp, env, tag = bento
@@ -86,7 +68,7 @@ def test_schemathesis_finds_nothing(bento, key: str | None, tmp_path: Path):
             assert httpx.post(f"{running.url}/score_features", json={"items": []}, timeout=30).status_code == 401
 
         check_client(running.url, key, tmp / "data")
-        done = run_schemathesis(running.url, tmp_path, key)
+        done = run_schemathesis(running.url, tmp_path, key, max_examples=MAX_EXAMPLES, seed=SEED)
         report = done.stdout[-8000:] + done.stderr[-2000:]
         assert done.returncode == 0, report
         assert "No issues found" in done.stdout, report

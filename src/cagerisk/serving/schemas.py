@@ -9,9 +9,9 @@ Fields are strict (no "3" for 3, no true for 1): what the document calls a numbe
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from cagerisk.cohort.schema import CLINICAL, LEVELS
 from cagerisk.serving.inputs import FEATURE_LIMIT, FUSED_LEVELS, INTEGER_CLINICAL
@@ -37,21 +37,27 @@ def _describe(name: str) -> str:
     return f"{v.description} ({v.low:g}-{v.high:g})"
 
 
+def _whole_float_as_int(value: Any) -> Any:
+    # JSON Schema counts 1.0 as an integer; tables often hold flags as floats. true/false and "1" stay refused.
+    return int(value) if type(value) is float and value.is_integer() else value
+
+
 def _clinical_type(name: str) -> Any:
+    """The variable's type with its range inside (so that an optional one's range reaches the schema)."""
     v = _VAR[name]
     if v.kind == "categorical":
         return Literal[tuple(v.categories)]
-    return int if name in INTEGER_CLINICAL else float
+    if name in INTEGER_CLINICAL:
+        # The range before the validator: pydantic then writes it as JSON Schema's minimum/maximum.
+        return Annotated[int, Field(ge=v.low, le=v.high), BeforeValidator(_whole_float_as_int)]
+    return Annotated[float, Field(ge=v.low, le=v.high)]
 
 
 def _clinical_field(name: str, required: bool) -> tuple[Any, Any]:
-    v = _VAR[name]
     kind = _clinical_type(name)
-    # Strict ints: a JSON true is no 1 (a Literal[0, 1] would take it).
-    bounds = {} if v.kind == "categorical" else {"ge": v.low, "le": v.high}
     if required:
-        return kind, Field(..., description=_describe(name), **bounds)
-    return Optional[kind], Field(None, description=_describe(name) + "; optional for this model", **bounds)
+        return kind, Field(..., description=_describe(name))
+    return Optional[kind], Field(None, description=_describe(name) + "; optional for this model")
 
 
 def clinical_model(required: list[str], name: str = "ClinicalValues", with_fused_levels: bool = True) -> type[BaseModel]:
