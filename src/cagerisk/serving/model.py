@@ -164,6 +164,11 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
         self._radiomics_index = {c: i for i, c in enumerate(self.radiomics_columns)}
         self._deep_index = {c: i for i, c in enumerate(self.deep_columns)}
         self.radiomics_params = load_radiomics_params(bundle)
+        self.radiomics_sha256: dict[str, str] = {}
+        if self.spec.image_scoring:  # PyRadiomics' settings hash imports it (and PyWavelets): images only
+            from cagerisk.radiomics.params import settings_hash
+
+            self.radiomics_sha256 = {seq: settings_hash(p) for seq, p in self.radiomics_params.items()}
         self.segmenter = None
         self.embedder = None
         if self.spec.image_scoring:
