@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
-from serving_helpers import compose_serving_config, run_schemathesis
+from serving_helpers import compose_serving_config, importable_modules, requirement_closure, run_blocked, run_schemathesis
 
 from cagerisk.cohort.manifest import load_manifest
 from cagerisk.serving.bento import bentoml_environment, import_champion, serve
@@ -302,6 +302,26 @@ def check_schemathesis_on_every_route(server, tmp_path: Path):
     assert score.returncode == 0, score.stdout[-6000:] + score.stderr[-2000:]
 
 
+def check_image_model_scores_with_only_its_requirements(trained, tmp_path: Path):
+    """The image model (ViT-3D, PyRadiomics) loads and scores a patient's images where only its own
+    requirements can be imported (no Lightning, Optuna or dask: see test_lean_model.py)."""
+    cfg, _, result = trained
+    mlflow.set_tracking_uri(str(cfg.tracking.uri))
+    model_dir = Path(mlflow.artifacts.download_artifacts(result.model_uri, dst_path=str(tmp_path / "model")))
+    requirements = (model_dir / "requirements.txt").read_text().splitlines()
+    assert {"torch", "monai", "pyradiomics-bhklab"} <= {r.split("==")[0] for r in requirements}
+    row = patient_row(cfg)
+    rows = [{**clinical_of(row), "patient_id": "x", "t2_image": row["t2_image"], "t2_mask": row["t2_mask"]}]
+    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    allowed = importable_modules(requirement_closure(requirements))
+    assert not {"lightning", "optuna", "dask"} & allowed
+    done = run_blocked(model_dir, allowed, tmp_path / "rows.json")
+    assert done.returncode == 0, done.stderr[-4000:]
+    blocked = json.loads(done.stdout.strip().splitlines()[-1])
+    expected = mlflow.pyfunc.load_model(str(model_dir)).predict(pd.DataFrame(rows))
+    assert blocked["probability"] == pytest.approx(float(expected["probability"].iloc[0]), abs=1e-9)
+
+
 def test_served_bento_end_to_end(server, trained, tmp_path: Path):
     """One test (one xdist worker, one trained pipeline, one server) running every check in order."""
     check_score_equals_the_mlflow_model(server, trained)
@@ -310,4 +330,5 @@ def test_served_bento_end_to_end(server, trained, tmp_path: Path):
     check_bad_input_gets_4xx_naming_the_field(server, trained, tmp_path)
     check_client_scores_images(server, trained, tmp_path)
     check_schemathesis_on_every_route(server, tmp_path)
+    check_image_model_scores_with_only_its_requirements(trained, tmp_path)
     check_logs_hold_no_patient_identifier(server, trained)
