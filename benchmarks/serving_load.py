@@ -1,6 +1,6 @@
 """Serving load: BentoML /score_features against `mlflow models serve` of the same registered model.
 
-Both servers run here, on 127.0.0.1, one worker each, serving the same registry version
+Both servers run here, on 127.0.0.1, one worker each (``--workers``), serving the same registry version
 (``models:/cage-subsidence@champion``). The same patients' precomputed features go to each as single-
 patient requests from ``--concurrency`` concurrent clients; requests per second and p50/p99 latency
 are printed with the BentoML/MLflow ratio. Then ``/score`` (images -> U-Net, PyRadiomics, ViT-3D,
@@ -94,10 +94,10 @@ def tree_rss_mib(pid: int) -> float:
     return total / 2**20
 
 
-def mlflow_server(model_uri: str, env: dict[str, str], log_path: Path):
+def mlflow_server(model_uri: str, env: dict[str, str], log_path: Path, workers: int = 1):
     port = free_port()
     cmd = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
-           "-h", "127.0.0.1", "-p", str(port), "--workers", "1"]
+           "-h", "127.0.0.1", "-p", str(port), "--workers", str(workers)]
     with log_path.open("w") as log:
         process = subprocess.Popen(cmd, cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -124,6 +124,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--score-repeats", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=0.0, help="then a soak of /score_features for this long")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes of each server (the same for both)")
     args = parser.parse_args()
 
     import mlflow
@@ -153,13 +154,16 @@ def main() -> None:
     mlflow_payloads = [{"dataframe_records": [{**clinical[p], **features(p)}]} for p in patients]
 
     tmp = Path(tempfile.mkdtemp(prefix="cagerisk-bench-"))
-    env = bentoml_environment(extra={"MLFLOW_TRACKING_URI": args.tracking_uri, "CAGERISK_MODEL_URI": args.model}, home=tmp / "bentoml_home")
+    env = bentoml_environment(
+        extra={"MLFLOW_TRACKING_URI": args.tracking_uri, "CAGERISK_MODEL_URI": args.model, "CAGERISK_WORKERS": str(args.workers)},
+        home=tmp / "bentoml_home",
+    )
     env.pop("CAGERISK_API_KEY", None)
     print(f"model {args.model} = version {version.version}; {len(patients)} patients; "
           f"{len(spec.radiomics_features)} radiomics + {len(spec.deep_features)} deep features per request")
 
     results: dict[str, dict[str, float]] = {}
-    mlflow_process, mlflow_url = mlflow_server(args.model, env, tmp / "mlflow-serve.log")
+    mlflow_process, mlflow_url = mlflow_server(args.model, env, tmp / "mlflow-serve.log", args.workers)
     try:
         with httpx.Client(timeout=120, limits=httpx.Limits(max_connections=args.concurrency * 2)) as http:
             def send_mlflow(payload) -> bool:
