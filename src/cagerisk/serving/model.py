@@ -164,6 +164,8 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
         self.deep_columns = pipeline_inputs(self.combined.dl_pipeline)
         self._radiomics_index = {c: i for i, c in enumerate(self.radiomics_columns)}
         self._deep_index = {c: i for i, c in enumerate(self.deep_columns)}
+        self.as_arrays = False
+        self.as_arrays = self._arrays_give_the_same_scores()
         self.radiomics_params = load_radiomics_params(bundle)
         self.radiomics_sha256: dict[str, str] = {}
         if self.spec.image_scoring:  # PyRadiomics' settings hash imports it (and PyWavelets): images only
@@ -190,6 +192,33 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
             self.spec.threshold,
             "on" if self.spec.image_scoring else "off",
         )
+
+    def _arrays_give_the_same_scores(self, n: int = 4, seed: int = 0) -> bool:
+        """Whether the signature pipelines score value arrays exactly as the named tables they were
+        fitted on (then ``score_rows`` skips scikit-learn's per-column DataFrame checks). Checked on
+        made-up rows: required features random, the others missing, as a request leaves them."""
+        rng = np.random.default_rng(seed)
+        index = pd.Index([f"probe{i}" for i in range(n)], name=ID_COLUMN)
+
+        def table(columns: list[str], required: list[str]) -> pd.DataFrame:
+            frame = pd.DataFrame(np.nan, index=index, columns=columns)
+            frame[required] = rng.normal(size=(n, len(required)))
+            return frame
+
+        rad = table(self.radiomics_columns, self.spec.radiomics_features)
+        dl = table(self.deep_columns, self.spec.deep_features)
+        clinical = None
+        if self.spec.clinical_variables:
+            clinical = pd.DataFrame({k: [_probe_value(k)] * n for k in self.spec.clinical_variables}, index=index)
+        try:
+            named = self.combined.predict_checked(rad, dl, clinical)
+            arrays = self.combined.predict_checked(rad, dl, clinical, as_arrays=True)
+        except Exception as err:  # noqa: BLE001 - any failure means: keep the named tables
+            log.info("signature pipelines need named tables (%s)", type(err).__name__)
+            return False
+        same = bool(np.array_equal(named["prob"].to_numpy(), arrays["prob"].to_numpy()))
+        log.info("signature pipelines score value arrays %s", "identically" if same else "differently: named tables kept")
+        return same
 
     # ---- scoring -------------------------------------------------------------------------------
 
@@ -234,7 +263,7 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
         dl_frame = pd.DataFrame(dl_matrix, index=index, columns=self.deep_columns)
         used = self.spec.clinical_variables
         clin_frame = pd.DataFrame([{k: c[k] for k in used} for c in clinical], index=index, columns=used) if used else None
-        out = self.combined.predict_checked(rad_frame, dl_frame, clin_frame)
+        out = self.combined.predict_checked(rad_frame, dl_frame, clin_frame, as_arrays=self.as_arrays)
         return pd.DataFrame(
             {
                 # object, not pandas' text dtype, which would turn a missing id into NaN
@@ -367,6 +396,18 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
             for seq, (image, mask) in volumes.items():
                 text = text.replace(image, image_field(seq)).replace(mask, mask_field(seq))
             raise ScoringInputError("images", f"deep features could not be computed: {text}") from None
+
+
+def _probe_value(name: str) -> Any:
+    """A valid value of a clinical variable (the middle of its range, its first category)."""
+    from cagerisk.cohort.schema import CLINICAL
+
+    variable = next(v for v in CLINICAL if v.name == name)
+    if variable.categories:
+        return variable.categories[0]
+    if variable.kind == "binary" or name in INTEGER_CLINICAL:
+        return int(variable.low)
+    return (float(variable.low) + float(variable.high)) / 2.0
 
 
 def _cell(value: Any) -> Any:
