@@ -1,12 +1,15 @@
 """Serving load: BentoML /score_features against `mlflow models serve` of the same registered model.
 
-Both servers run here, on 127.0.0.1, one worker each, serving the same registry version
+Both servers run here, on 127.0.0.1, one worker each (``--workers``), serving the same registry version
 (``models:/cage-subsidence@champion``). The same patients' precomputed features go to each as single-
 patient requests from ``--concurrency`` concurrent clients; requests per second and p50/p99 latency
 are printed with the BentoML/MLflow ratio. Then ``/score`` (images -> U-Net, PyRadiomics, ViT-3D,
-combined model) is timed for one demo patient, sequentially.
+combined model) is timed for one demo patient, sequentially. With ``--seconds N`` a soak follows:
+``/score_features`` at the same concurrency for N seconds, reporting errors and the server's resident
+memory (the whole process tree of `bentoml serve`) at its start and end.
 
     .venv/bin/python benchmarks/serving_load.py                         # after `make demo`
+    .venv/bin/python benchmarks/serving_load.py --seconds 60            # plus a 60 s soak
     .venv/bin/python benchmarks/serving_load.py --tracking-uri sqlite:////tmp/run/mlflow.db --data /tmp/run/data
 """
 
@@ -40,35 +43,61 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else math.nan
 
 
-def run_load(send, payloads: list, concurrency: int, total: int) -> dict[str, float]:
-    """``total`` requests cycling over ``payloads`` from ``concurrency`` threads; latencies in ms."""
+def run_load(send, payloads: list, concurrency: int, total: int = 0, seconds: float = 0.0) -> dict[str, float]:
+    """``total`` requests (or as many as fit in ``seconds``) cycling over ``payloads`` from
+    ``concurrency`` threads; latencies in ms. A request that raises counts as failed."""
     latencies: list[float] = []
     failures = 0
+    counter = iter(range(10**12))
+    deadline = time.perf_counter() + seconds if seconds else None
 
-    def one(i: int) -> tuple[float, bool]:
-        start = time.perf_counter()
-        ok = send(payloads[i % len(payloads)])
-        return (time.perf_counter() - start) * 1000.0, ok
+    def client_loop(_: int) -> tuple[list[float], int]:
+        mine, failed = [], 0
+        while True:
+            i = next(counter)
+            if (deadline is None and i >= total) or (deadline is not None and time.perf_counter() >= deadline):
+                return mine, failed
+            start = time.perf_counter()
+            try:
+                ok = send(payloads[i % len(payloads)])
+            except Exception:  # noqa: BLE001 - a refused connection or timeout is a failed request
+                ok = False
+            mine.append((time.perf_counter() - start) * 1000.0)
+            failed += not ok
 
     started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
-        for latency, ok in pool.map(one, range(total)):
-            latencies.append(latency)
-            failures += not ok
-    seconds = time.perf_counter() - started
+        for mine, failed in pool.map(client_loop, range(concurrency)):
+            latencies.extend(mine)
+            failures += failed
+    elapsed = time.perf_counter() - started
     return {
-        "requests": total,
+        "requests": len(latencies),
         "failures": failures,
-        "rps": total / seconds,
+        "rps": len(latencies) / elapsed,
         "p50_ms": percentile(latencies, 50),
         "p99_ms": percentile(latencies, 99),
     }
 
 
-def mlflow_server(model_uri: str, env: dict[str, str], log_path: Path):
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of a process and all its descendants (bentoml serve forks its workers), MiB."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            total += proc.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total / 2**20
+
+
+def mlflow_server(model_uri: str, env: dict[str, str], log_path: Path, workers: int = 1):
     port = free_port()
     cmd = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
-           "-h", "127.0.0.1", "-p", str(port), "--workers", "1"]
+           "-h", "127.0.0.1", "-p", str(port), "--workers", str(workers)]
     with log_path.open("w") as log:
         process = subprocess.Popen(cmd, cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -94,6 +123,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--score-repeats", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=0.0, help="then a soak of /score_features for this long")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes of each server (the same for both)")
     args = parser.parse_args()
 
     import mlflow
@@ -107,8 +138,12 @@ def main() -> None:
     rad = pd.read_parquet(data / "features" / "radiomics.parquet").set_index("patient_id")
     deep = pd.read_parquet(data / "features" / "deep.parquet").set_index("patient_id")
     patients = [p for p in manifest.index if p in rad.index and p in deep.index]
+    def plain(v):
+        return v.item() if hasattr(v, "item") else v
+
+    # Unknown (NaN) clinical values are left out, as a caller would (JSON has no NaN).
     clinical = {
-        p: {k: (v.item() if hasattr(v, "item") else v) for k, v in manifest.loc[p, [*CLINICAL_NAMES]].items()} for p in patients
+        p: {k: plain(v) for k, v in manifest.loc[p, [*CLINICAL_NAMES]].items() if not pd.isna(v)} for p in patients
     }
 
     def features(p: str) -> dict[str, float | None]:
@@ -119,13 +154,16 @@ def main() -> None:
     mlflow_payloads = [{"dataframe_records": [{**clinical[p], **features(p)}]} for p in patients]
 
     tmp = Path(tempfile.mkdtemp(prefix="cagerisk-bench-"))
-    env = bentoml_environment(extra={"MLFLOW_TRACKING_URI": args.tracking_uri, "CAGERISK_MODEL_URI": args.model}, home=tmp / "bentoml_home")
+    env = bentoml_environment(
+        extra={"MLFLOW_TRACKING_URI": args.tracking_uri, "CAGERISK_MODEL_URI": args.model, "CAGERISK_WORKERS": str(args.workers)},
+        home=tmp / "bentoml_home",
+    )
     env.pop("CAGERISK_API_KEY", None)
     print(f"model {args.model} = version {version.version}; {len(patients)} patients; "
           f"{len(spec.radiomics_features)} radiomics + {len(spec.deep_features)} deep features per request")
 
     results: dict[str, dict[str, float]] = {}
-    mlflow_process, mlflow_url = mlflow_server(args.model, env, tmp / "mlflow-serve.log")
+    mlflow_process, mlflow_url = mlflow_server(args.model, env, tmp / "mlflow-serve.log", args.workers)
     try:
         with httpx.Client(timeout=120, limits=httpx.Limits(max_connections=args.concurrency * 2)) as http:
             def send_mlflow(payload) -> bool:
@@ -147,6 +185,11 @@ def main() -> None:
             assert abs(served["probability"] - mlflow_prob) < 1e-9, (served, reference)
             run_load(send_bento, bento_payloads, args.concurrency, 4 * args.concurrency)  # warm-up
             results["bentoml /score_features"] = run_load(send_bento, bento_payloads, args.concurrency, args.requests)
+            soak: dict[str, float] = {}
+            if args.seconds:
+                rss_start = tree_rss_mib(running.process.pid)
+                soak = run_load(send_bento, bento_payloads, args.concurrency, seconds=args.seconds)
+                soak.update(rss_start=rss_start, rss_end=tree_rss_mib(running.process.pid))
 
             score_ms: list[float] = []
             if spec.image_scoring:
@@ -172,6 +215,11 @@ def main() -> None:
     b, m = results["bentoml /score_features"], results["mlflow models serve"]
     print(f"ratio BentoML/MLflow: throughput {b['rps'] / m['rps']:.2f}x, p50 latency {b['p50_ms'] / m['p50_ms']:.2f}x, "
           f"p99 latency {b['p99_ms'] / m['p99_ms']:.2f}x")
+    if soak:
+        growth = (soak["rss_end"] - soak["rss_start"]) / soak["rss_start"] * 100.0
+        print(f"soak /score_features {args.seconds:g} s, concurrency {args.concurrency}: {soak['requests']} requests, "
+              f"{soak['failures']} errors, {soak['rps']:.1f} req/s, p50 {soak['p50_ms']:.1f} ms, p99 {soak['p99_ms']:.1f} ms; "
+              f"server RSS {soak['rss_start']:.0f} MiB at start, {soak['rss_end']:.0f} MiB at end ({growth:+.1f} %)")
     if score_ms:
         print(f"/score (images of one demo patient, {len(score_ms)} sequential calls): p50 {statistics.median(score_ms) / 1000:.2f} s, "
               f"min {min(score_ms) / 1000:.2f} s, max {max(score_ms) / 1000:.2f} s")

@@ -123,34 +123,27 @@ def demo_patient(cohort_dir: Path) -> Any:
 
 
 def score_request(url: str, row: Any, metadata: dict[str, Any]) -> dict[str, Any]:
-    """One real /score call: the images (and masks) the model needs, clinical values as JSON."""
-    import httpx
-
+    """One real /score call through ``cagerisk.client``: the images (and masks) the model needs, clinical values."""
+    from cagerisk.client import CageRiskClient, ScoringError
     from cagerisk.cohort.schema import CLINICAL_NAMES
 
     fields = metadata["expected_inputs"]["images"]["fields"]
-    files: dict[str, tuple[str, bytes, str]] = {}
+    images: dict[str, str] = {}
     for seq, spec in fields.items():
-        files[spec["image"]] = (f"{seq}.nii.gz", Path(row[f"{seq}_image"]).read_bytes(), "application/gzip")
+        images[spec["image"]] = str(row[f"{seq}_image"])
         if spec["mask_required"]:
-            files[spec["mask"]] = (f"{seq}_mask.nii.gz", Path(row[f"{seq}_mask"]).read_bytes(), "application/gzip")
+            images[spec["mask"]] = str(row[f"{seq}_mask"])
     clinical = {k: (row[k].item() if hasattr(row[k], "item") else row[k]) for k in (*CLINICAL_NAMES, "fused_levels")}
-    headers = {"X-API-Key": os.environ["CAGERISK_API_KEY"]} if os.environ.get("CAGERISK_API_KEY") else {}
-    response = httpx.post(
-        f"{url}/score",
-        data={"clinical": json.dumps(clinical), "patient_id": str(row["patient_id"])},
-        files=files,
-        headers=headers,
-        timeout=600.0,
-    )
-    if response.status_code != 200:
-        raise SystemExit(f"/score answered {response.status_code}: {response.text}")
-    return {"request": {"files": sorted(files), "clinical": clinical}, "response": response.json()}
+    with CageRiskClient.from_env(url) as client:
+        try:
+            response = client.score_images(clinical, images, patient_id=str(row["patient_id"]))
+        except ScoringError as err:
+            raise SystemExit(f"/score answered {err}") from None
+    return {"request": {"files": sorted(images), "clinical": clinical}, "response": response}
 
 
 def serve_and_score(tracking_uri: str, cohort_dir: Path) -> dict[str, Any]:
-    import httpx
-
+    from cagerisk.client import CageRiskClient
     from cagerisk.serving.bento import bentoml_environment, import_champion, serve
 
     env = bentoml_environment(extra={"MLFLOW_TRACKING_URI": tracking_uri})
@@ -160,14 +153,14 @@ def serve_and_score(tracking_uri: str, cohort_dir: Path) -> dict[str, Any]:
     )
     tag = imported["bento"]
     log_path = ROOT / "bentoml_home" / "demo-serve.log"
-    headers = {"X-API-Key": os.environ["CAGERISK_API_KEY"]} if os.environ.get("CAGERISK_API_KEY") else {}
     # The server runs only inside this block: leaving it (normally or on an error) stops its process group.
     with console.status("[bold]bentoml serve[/bold] on 127.0.0.1 (loading the model) ...") as status, serve(
         tag, env, log_path
     ) as running:
         status.stop()
         console.print(f"[green]serving[/green] {tag} at {running.url} (OpenAPI docs: {running.url}/ ; log {log_path})")
-        metadata = httpx.get(f"{running.url}/metadata", headers=headers, timeout=30).json()
+        with CageRiskClient.from_env(running.url) as client:
+            metadata = client.metadata()
         row = demo_patient(cohort_dir)
         scored = step("POST /score for one demo patient", lambda: score_request(running.url, row, metadata))
         console.print("stopping the server ...")

@@ -9,12 +9,17 @@ test on images trains the real stages instead (test_serving_end_to_end.py).
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from importlib import metadata
 from pathlib import Path
 
 import joblib
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
+from packaging.requirements import Requirement
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
@@ -131,3 +136,104 @@ def compose_serving_config(tmp: Path, *overrides: str) -> DictConfig:
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(config_name="config", overrides=[*serving_overrides(tmp), *overrides])
+
+
+def run_schemathesis(url: str, workdir: Path, key: str | None, *options: str, max_examples: int = 25, seed: int = 20261201):
+    """``schemathesis run`` (the CLI a user runs) over ``url``'s /docs.json with every check, bounded
+    examples and a fixed seed; returns the finished process (exit code 0 = no failure)."""
+    cmd = [
+        str(Path(sys.executable).parent / "schemathesis"), "run", f"{url}/docs.json",
+        "--checks", "all",
+        "--max-examples", str(max_examples),
+        "--seed", str(seed),
+        "--workers", "1",
+        "--generation-database", "none",
+        "--request-timeout", "60",
+        "--no-color",
+        *options,
+    ]
+    if key:
+        cmd += ["--header", f"X-API-Key: {key}"]
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900)
+
+
+# ---- a model loaded with only its own requirements importable (test_lean_model.py) ----
+
+PRELUDE = r"""
+import importlib.abc, importlib.machinery, json, os, sys, sysconfig
+allowed = set(json.loads(sys.argv[1]))
+stdlib = tuple(os.path.realpath(sysconfig.get_paths()[k]) + os.sep for k in ("stdlib", "platstdlib"))
+site = tuple(os.path.realpath(p) for p in sys.path if "site-packages" in p)
+
+
+def in_stdlib(name):
+    spec = importlib.machinery.PathFinder.find_spec(name)
+    origin = os.path.realpath(spec.origin) if spec is not None and spec.origin else ""
+    return origin.startswith(stdlib) and not origin.startswith(site)
+
+code_dir = sys.argv[2]
+refused = []
+
+class RequirementsOnly(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path=None, target=None):
+        top = fullname.split(".", 1)[0]
+        if top == "cagerisk":
+            if "." in fullname:
+                return None  # submodules: found through the package's own __path__ (under code_dir)
+            return importlib.machinery.PathFinder.find_spec(fullname, [code_dir])
+        if top in allowed or top in sys.stdlib_module_names or top in sys.builtin_module_names or in_stdlib(top):
+            return None  # let the normal finders import it
+        refused.append(top)
+        raise ModuleNotFoundError(f"No module named {top!r} (not in the model's requirements)", name=top)
+
+sys.meta_path.insert(0, RequirementsOnly())
+import mlflow.pyfunc, pandas as pd
+model_dir = sys.argv[3]
+if len(sys.argv) > 4:  # rows to score instead of the model's input example
+    frame = pd.DataFrame(json.load(open(sys.argv[4])))
+else:
+    example = json.load(open(model_dir + "/input_example.json"))
+    frame = pd.DataFrame(example["data"], columns=example["columns"])
+out = mlflow.pyfunc.load_model(model_dir).predict(frame)
+import cagerisk
+loaded = sorted({m.split(".", 1)[0] for m in sys.modules if not m.startswith("_")} - set(sys.stdlib_module_names))
+print(json.dumps({"probability": float(out["probability"].iloc[0]), "cagerisk": cagerisk.__file__,
+                  "refused": sorted(set(refused)), "loaded": loaded}))
+"""
+
+
+def requirement_closure(lines: list[str]) -> set[str]:
+    """Distributions ``pip install -r`` of ``lines`` installs: them and their dependencies (no extras)."""
+    seen: set[str] = set()
+    todo = [Requirement(line).name for line in lines if line.strip() and not line.startswith("#")]
+    while todo:
+        name = todo.pop().lower().replace("_", "-")
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for text in requires:
+            req = Requirement(text)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    return seen
+
+
+def importable_modules(distributions: set[str]) -> set[str]:
+    by_module = metadata.packages_distributions()
+    norm = {d.lower().replace("_", "-") for d in distributions}
+    return {module for module, dists in by_module.items() if any(d.lower().replace("_", "-") in norm for d in dists)}
+
+
+def run_blocked(model_dir: Path, allowed: set[str], rows: Path | None = None) -> subprocess.CompletedProcess:
+    """Load and score the model in a fresh interpreter where only ``allowed`` top-level packages (and the
+    standard library, and cagerisk from the model's code/) can be imported; prints a JSON line."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(model_dir), "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    return subprocess.run(
+        [sys.executable, "-c", PRELUDE, json.dumps(sorted(allowed)), str(model_dir / "code"), str(model_dir),
+         *([str(rows)] if rows else [])],
+        env=env, capture_output=True, text=True, timeout=600, cwd=str(model_dir),
+    )

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
-from serving_helpers import compose_serving_config
+from serving_helpers import compose_serving_config, importable_modules, requirement_closure, run_blocked, run_schemathesis
 
 from cagerisk.cohort.manifest import load_manifest
 from cagerisk.serving.bento import bentoml_environment, import_champion, serve
@@ -252,7 +252,7 @@ def check_bad_input_gets_4xx_naming_the_field(server, trained, tmp_path: Path):
             content=b'{"items": [{"clinical": {"age": NaN}, "features": {}}]}',
             headers={"content-type": "application/json"},
         )
-        assert nan.status_code == 400 and "age" in nan.text
+        assert nan.status_code == 422 and "age" in nan.text  # present but unusable
     # Without the API key: 401, except the probes.
     with client(running.url, key=None) as http:
         assert http.post("/score", data={"clinical": "{}"}).status_code == 401
@@ -270,10 +270,65 @@ def check_logs_hold_no_patient_identifier(server, trained):
     assert not leaked, f"patient ids in the server log: {leaked}"
 
 
+def check_client_scores_images(server, trained, tmp_path: Path):
+    """cagerisk.client.score_images gives what the route gives, and a typed error naming the field."""
+    from cagerisk.client import CageRiskClient, InvalidInput
+
+    running, _, _ = server
+    cfg, _, _ = trained
+    row = patient_row(cfg)
+    images = {"t2_image": row["t2_image"], "t2_mask": row["t2_mask"]}
+    with CageRiskClient(running.url, api_key=API_KEY) as api, client(running.url) as http:
+        result = api.score_images(clinical_of(row), images, patient_id=row["patient_id"])
+        direct = http.post("/score", data={"clinical": json.dumps(clinical_of(row))}, files=upload(row)).json()
+        assert result["probability"] == pytest.approx(direct["probability"], abs=1e-12)
+        with pytest.raises(InvalidInput) as bad:
+            api.score_images(clinical_of(row), {**images, "t2_image": b"Patient notes, not an image.\n" * 40})
+        assert bad.value.field == "t2_image"
+
+
+def check_schemathesis_on_every_route(server, tmp_path: Path):
+    """The image model's contract, /score included, fuzzed with every check (API key on)."""
+    running, _, _ = server
+    others = run_schemathesis(running.url, tmp_path, API_KEY, "--exclude-path", "/score", max_examples=10)
+    assert others.returncode == 0, others.stdout[-6000:] + others.stderr[-2000:]
+    # /score without positive_data_acceptance: that check expects any schema-valid request to be
+    # accepted, but what makes an upload scorable (a NIfTI/NRRD volume whose mask lies on its grid and
+    # holds the ROI of the fused levels) cannot be said in OpenAPI; random bytes get a documented 422.
+    score = run_schemathesis(
+        running.url, tmp_path, API_KEY, "--include-path", "/score", "--exclude-checks", "positive_data_acceptance",
+        max_examples=10,
+    )
+    assert score.returncode == 0, score.stdout[-6000:] + score.stderr[-2000:]
+
+
+def check_image_model_scores_with_only_its_requirements(trained, tmp_path: Path):
+    """The image model (ViT-3D, PyRadiomics) loads and scores a patient's images where only its own
+    requirements can be imported (no Lightning, Optuna or dask: see test_lean_model.py)."""
+    cfg, _, result = trained
+    mlflow.set_tracking_uri(str(cfg.tracking.uri))
+    model_dir = Path(mlflow.artifacts.download_artifacts(result.model_uri, dst_path=str(tmp_path / "model")))
+    requirements = (model_dir / "requirements.txt").read_text().splitlines()
+    assert {"torch", "monai", "pyradiomics-bhklab"} <= {r.split("==")[0] for r in requirements}
+    row = patient_row(cfg)
+    rows = [{**clinical_of(row), "patient_id": "x", "t2_image": row["t2_image"], "t2_mask": row["t2_mask"]}]
+    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    allowed = importable_modules(requirement_closure(requirements))
+    assert not {"lightning", "optuna", "dask"} & allowed
+    done = run_blocked(model_dir, allowed, tmp_path / "rows.json")
+    assert done.returncode == 0, done.stderr[-4000:]
+    blocked = json.loads(done.stdout.strip().splitlines()[-1])
+    expected = mlflow.pyfunc.load_model(str(model_dir)).predict(pd.DataFrame(rows))
+    assert blocked["probability"] == pytest.approx(float(expected["probability"].iloc[0]), abs=1e-9)
+
+
 def test_served_bento_end_to_end(server, trained, tmp_path: Path):
     """One test (one xdist worker, one trained pipeline, one server) running every check in order."""
     check_score_equals_the_mlflow_model(server, trained)
     check_score_features_batches_and_matches(server, trained)
     check_metadata_docs_and_probes(server, trained)
     check_bad_input_gets_4xx_naming_the_field(server, trained, tmp_path)
+    check_client_scores_images(server, trained, tmp_path)
+    check_schemathesis_on_every_route(server, tmp_path)
+    check_image_model_scores_with_only_its_requirements(trained, tmp_path)
     check_logs_hold_no_patient_identifier(server, trained)

@@ -1,21 +1,42 @@
-"""ViT-3D deep radiomics: LightningModule and DataModule, pretrained-weight loading, embedding export."""
+"""ViT-3D deep radiomics: LightningModule and DataModule, pretrained-weight loading, embedding export.
 
-from cagerisk.deep.data import DeepDataModule, PreprocessError, PreprocessSettings, preprocess_cohort, preprocess_volume
-from cagerisk.deep.export import (
-    DeepBundle,
-    DeepEmbedder,
-    embed_samples,
-    embedding_table,
-    feature_columns,
-    load_deep_bundle,
-    save_deep_bundle,
-)
-from cagerisk.deep.lightning_mlflow import ActiveRunMLFlowLogger, active_run_logger, log_torch_model
-from cagerisk.deep.lightning_module import CSClassifier, patient_auc
-from cagerisk.deep.model import DeepRadiomicsNet, build_deep_net, input_key
-from cagerisk.deep.pretrained import DEFAULT_KEY_MAP, PretrainedLoadError, PretrainedReport, load_pretrained
-from cagerisk.deep.stage import deep_inputs, run_deep_stage
+Names are imported on first use (PEP 562): importing one light module of this package (what a
+served model unpickles) does not import the others (stages, training, tracking).
+"""
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "DeepDataModule": "cagerisk.deep.data",
+    "PreprocessError": "cagerisk.deep.data",
+    "PreprocessSettings": "cagerisk.deep.data",
+    "preprocess_cohort": "cagerisk.deep.data",
+    "preprocess_volume": "cagerisk.deep.data",
+    "DeepBundle": "cagerisk.deep.export",
+    "DeepEmbedder": "cagerisk.deep.export",
+    "embed_samples": "cagerisk.deep.export",
+    "embedding_table": "cagerisk.deep.export",
+    "feature_columns": "cagerisk.deep.export",
+    "load_deep_bundle": "cagerisk.deep.export",
+    "save_deep_bundle": "cagerisk.deep.export",
+    "ActiveRunMLFlowLogger": "cagerisk.deep.lightning_mlflow",
+    "active_run_logger": "cagerisk.deep.lightning_mlflow",
+    "log_torch_model": "cagerisk.deep.lightning_mlflow",
+    "CSClassifier": "cagerisk.deep.lightning_module",
+    "patient_auc": "cagerisk.deep.lightning_module",
+    "DeepRadiomicsNet": "cagerisk.deep.model",
+    "build_deep_net": "cagerisk.deep.model",
+    "input_key": "cagerisk.deep.model",
+    "DEFAULT_KEY_MAP": "cagerisk.deep.pretrained",
+    "PretrainedLoadError": "cagerisk.deep.pretrained",
+    "PretrainedReport": "cagerisk.deep.pretrained",
+    "load_pretrained": "cagerisk.deep.pretrained",
+    "deep_inputs": "cagerisk.deep.stage",
+    "run_deep_stage": "cagerisk.deep.stage",
+}
 __all__ = [
     "DEFAULT_KEY_MAP",
     "ActiveRunMLFlowLogger",
@@ -44,3 +65,13 @@ __all__ = [
     "run_deep_stage",
     "save_deep_bundle",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return list(__all__)

@@ -22,12 +22,12 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from monai.data import MetaTensor
 from rich.progress import Progress
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
-from cagerisk.cohort.schema import ID, OUTCOME, image_column, mask_column, parse_levels, roi_label_values
-from cagerisk.imaging.transforms import apply_chain, augment_transforms, roi_transforms, volume_transforms
+from cagerisk.cohort.schema import ID, OUTCOME, image_column, mask_column
+from cagerisk.deep.preprocess import CACHE_VERSION, PreprocessSettings, preprocess_volume  # noqa: F401 (re-exported)
+from cagerisk.imaging.transforms import apply_chain, augment_transforms
 from cagerisk.segment.manifest import ct_mask_for_features
 
 __all__ = [
@@ -42,20 +42,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
-
-
 class PreprocessError(ValueError):
     """One or more inputs could not be preprocessed; the message lists every one."""
-
-
-@dataclass(frozen=True)
-class PreprocessSettings:
-    input_size: int
-    margin_mm: float
-
-    def key(self) -> str:
-        return f"v{CACHE_VERSION}-s{self.input_size}-m{self.margin_mm:g}"
 
 
 def _present(value: Any) -> bool:
@@ -71,39 +59,6 @@ def mask_paths(frame: pd.DataFrame, sequence: str) -> pd.Series:
     if sequence == "ct":
         return ct_mask_for_features(frame)
     return frame[mask_column(sequence)]
-
-
-def preprocess_volume(
-    image: Any,
-    mask: Any,
-    fused_levels: str,
-    sequence: str,
-    rois: Sequence[str],
-    settings: PreprocessSettings,
-    patient_id: str | None = None,
-) -> dict[str, torch.Tensor]:
-    """``{roi: cube [1, S, S, S]}`` for one volume; ``image``/``mask`` are paths or in-memory volumes.
-
-    The same function runs at training, export and scoring time.
-    """
-    levels = parse_levels(fused_levels)
-    meta = {"patient_id": patient_id, "sequence": sequence}
-    volume = apply_chain(volume_transforms(), {"image": image, "mask": mask, **meta})
-    chain = roi_transforms(settings.input_size, settings.margin_mm, load=False)
-    cubes = {}
-    for roi in rois:
-        data = {
-            "image": volume["image"],
-            "mask": volume["mask"],
-            "label_values": roi_label_values(levels, roi),
-            "roi": roi,
-            **meta,
-        }
-        cube = apply_chain(chain, data)["image"]
-        # A plain tensor: the cache must load with weights_only=True, and batches collate faster.
-        cube = cube.as_tensor() if isinstance(cube, MetaTensor) else torch.as_tensor(cube)
-        cubes[roi] = cube.float().contiguous()
-    return cubes
 
 
 def _file_stamp(path: str) -> list[Any]:

@@ -19,7 +19,7 @@ import torch
 
 from cagerisk.atomic import load_torch_bundle, save_torch_bundle
 from cagerisk.cohort.schema import ID
-from cagerisk.deep.data import PreprocessSettings, preprocess_volume
+from cagerisk.deep.preprocess import PreprocessSettings, preprocess_volume
 from cagerisk.deep.model import DeepRadiomicsNet, build_deep_net, input_key
 
 __all__ = ["DeepBundle", "DeepEmbedder", "embed_samples", "embedding_table", "feature_columns", "load_deep_bundle", "save_deep_bundle"]

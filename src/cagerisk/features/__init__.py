@@ -1,14 +1,28 @@
-"""Feature selection as scikit-learn transformers: robust scaling, F-test, correlation pruning, LASSO, PCA."""
+"""Feature selection as scikit-learn transformers: robust scaling, F-test, correlation pruning, LASSO, PCA.
 
-from cagerisk.features.correlation import PearsonPruner, greedy_correlation_prune
-from cagerisk.features.deep import ZScorePCA
-from cagerisk.features.icc import ICCFilter
-from cagerisk.features.lasso import LassoSelector
-from cagerisk.features.pipeline import FEATURE_KINDS, build_selection_steps, selected_feature_names, selection_report
-from cagerisk.features.plots import plot_lasso
-from cagerisk.features.scaling import MedianIQRScaler
-from cagerisk.features.univariate import FTestSelector
+Names are imported on first use (PEP 562): importing one light module of this package (what a
+served model unpickles) does not import the others (stages, training, tracking).
+"""
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "PearsonPruner": "cagerisk.features.correlation",
+    "greedy_correlation_prune": "cagerisk.features.correlation",
+    "ZScorePCA": "cagerisk.features.deep",
+    "ICCFilter": "cagerisk.features.icc",
+    "LassoSelector": "cagerisk.features.lasso",
+    "FEATURE_KINDS": "cagerisk.features.pipeline",
+    "build_selection_steps": "cagerisk.features.pipeline",
+    "selected_feature_names": "cagerisk.features.pipeline",
+    "selection_report": "cagerisk.features.pipeline",
+    "plot_lasso": "cagerisk.features.plots",
+    "MedianIQRScaler": "cagerisk.features.scaling",
+    "FTestSelector": "cagerisk.features.univariate",
+}
 __all__ = [
     "FEATURE_KINDS",
     "FTestSelector",
@@ -23,3 +37,13 @@ __all__ = [
     "selected_feature_names",
     "selection_report",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return list(__all__)

@@ -1,43 +1,48 @@
-"""PyRadiomics extraction per (patient, sequence, ROI): naming, parameters, cache, dask map, stage."""
+"""PyRadiomics extraction per (patient, sequence, ROI): naming, parameters, cache, dask map, stage.
 
-from cagerisk.radiomics.cache import RadiomicsCache, file_sha256, roi_cache_key
-from cagerisk.radiomics.distributed import compute_client, map_rois
-from cagerisk.radiomics.extract import (
-    RoiExtractionError,
-    RoiOutcome,
-    RoiTask,
-    extract_roi,
-    extract_roi_outcome,
-    new_extractor,
-    read_roi_inputs,
-)
-from cagerisk.radiomics.naming import (
-    FeatureName,
-    feature_column,
-    feature_groups,
-    is_diagnostic,
-    parse_feature_column,
-    prefixed_features,
-)
-from cagerisk.radiomics.params import (
-    RadiomicsParams,
-    RadiomicsParamsError,
-    library_versions,
-    load_params_file,
-    params_by_sequence,
-    sequence_params,
-    settings_hash,
-)
-from cagerisk.radiomics.stage import (
-    RadiomicsExtraction,
-    RadiomicsStageError,
-    build_roi_tasks,
-    extract_radiomics,
-    radiomics_table,
-    run_radiomics_stage,
-    write_stage_outputs,
-)
+Names are imported on first use (PEP 562): importing one light module of this package (what a
+served model unpickles) does not import the others (stages, training, tracking).
+"""
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "RadiomicsCache": "cagerisk.radiomics.cache",
+    "file_sha256": "cagerisk.radiomics.cache",
+    "roi_cache_key": "cagerisk.radiomics.cache",
+    "compute_client": "cagerisk.radiomics.distributed",
+    "map_rois": "cagerisk.radiomics.distributed",
+    "RoiExtractionError": "cagerisk.radiomics.extract",
+    "RoiOutcome": "cagerisk.radiomics.extract",
+    "RoiTask": "cagerisk.radiomics.extract",
+    "extract_roi": "cagerisk.radiomics.extract",
+    "extract_roi_outcome": "cagerisk.radiomics.extract",
+    "new_extractor": "cagerisk.radiomics.extract",
+    "read_roi_inputs": "cagerisk.radiomics.extract",
+    "FeatureName": "cagerisk.radiomics.naming",
+    "feature_column": "cagerisk.radiomics.naming",
+    "feature_groups": "cagerisk.radiomics.naming",
+    "is_diagnostic": "cagerisk.radiomics.naming",
+    "parse_feature_column": "cagerisk.radiomics.naming",
+    "prefixed_features": "cagerisk.radiomics.naming",
+    "RadiomicsParams": "cagerisk.radiomics.params",
+    "RadiomicsParamsError": "cagerisk.radiomics.params",
+    "library_versions": "cagerisk.radiomics.params",
+    "load_params_file": "cagerisk.radiomics.params",
+    "params_by_sequence": "cagerisk.radiomics.params",
+    "sequence_params": "cagerisk.radiomics.params",
+    "settings_hash": "cagerisk.radiomics.params",
+    "RadiomicsExtraction": "cagerisk.radiomics.stage",
+    "RadiomicsStageError": "cagerisk.radiomics.stage",
+    "build_roi_tasks": "cagerisk.radiomics.stage",
+    "extract_radiomics": "cagerisk.radiomics.stage",
+    "radiomics_table": "cagerisk.radiomics.stage",
+    "run_radiomics_stage": "cagerisk.radiomics.stage",
+    "write_stage_outputs": "cagerisk.radiomics.stage",
+}
 __all__ = [
     "FeatureName",
     "RadiomicsCache",
@@ -72,3 +77,13 @@ __all__ = [
     "settings_hash",
     "write_stage_outputs",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return list(__all__)

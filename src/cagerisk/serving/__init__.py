@@ -2,21 +2,34 @@
 
 The BentoML service itself (``cagerisk.serving.service``) is imported by ``bentoml serve`` only, so
 that importing this package does not start BentoML's machinery.
+
+Names are imported on first use (PEP 562): importing one light module of this package (what a
+served model unpickles) does not import the others (stages, training, tracking).
 """
 
-from cagerisk.serving.bundle import (
-    BundleError,
-    TrainingTables,
-    build_serving_bundle,
-    feature_rows,
-    read_training_tables,
-    typical_patient,
-)
-from cagerisk.serving.errors import ScoringInputError
-from cagerisk.serving.features import required_inputs, serving_inputs, verify_required_inputs
-from cagerisk.serving.inputs import check_clinical, check_features, sniff_image_format
-from cagerisk.serving.model import CageRiskModel, ModelSpec, model_signature
+from __future__ import annotations
 
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "BundleError": "cagerisk.serving.bundle",
+    "TrainingTables": "cagerisk.serving.bundle",
+    "build_serving_bundle": "cagerisk.serving.bundle",
+    "feature_rows": "cagerisk.serving.bundle",
+    "read_training_tables": "cagerisk.serving.bundle",
+    "typical_patient": "cagerisk.serving.bundle",
+    "ScoringInputError": "cagerisk.serving.errors",
+    "required_inputs": "cagerisk.serving.features",
+    "serving_inputs": "cagerisk.serving.features",
+    "verify_required_inputs": "cagerisk.serving.features",
+    "check_clinical": "cagerisk.serving.inputs",
+    "check_features": "cagerisk.serving.inputs",
+    "sniff_image_format": "cagerisk.serving.inputs",
+    "CageRiskModel": "cagerisk.serving.model",
+    "ModelSpec": "cagerisk.serving.model",
+    "model_signature": "cagerisk.serving.model",
+}
 __all__ = [
     "BundleError",
     "CageRiskModel",
@@ -35,3 +48,13 @@ __all__ = [
     "typical_patient",
     "verify_required_inputs",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return list(__all__)

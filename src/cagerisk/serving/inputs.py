@@ -32,6 +32,9 @@ IMAGE_SUFFIXES = {"nifti": ".nii", "nifti-gz": ".nii.gz", "nrrd": ".nrrd"}
 EXPECTED_IMAGE = "a NIfTI (.nii, .nii.gz) or NRRD (.nrrd) 3-D image"
 # 2^28 voxels (e.g. 512 x 512 x 1024): far above any spine CT or MRI, far below what exhausts memory.
 MAX_VOXELS = 1 << 28
+# Largest magnitude of a feature value: far above any radiomics feature, far below what overflows the
+# signature pipelines' float64 arithmetic (scaling, PCA, logistic) into inf.
+FEATURE_LIMIT = 1e15
 
 
 def _is_number(value: Any) -> bool:
@@ -117,12 +120,14 @@ def check_features(features: Mapping[str, Any] | None, required: Sequence[str], 
         value = features[name]
         if value is None:
             out[name] = math.nan
-        elif not _is_number(value) or math.isinf(float(value)):
+        elif not _is_number(value) or not abs(float(value)) <= FEATURE_LIMIT and not math.isnan(float(value)):
             bad.append(name)
         else:
             out[name] = float(value)
     if bad:
-        raise ScoringInputError(field, f"{len(bad)} feature(s) are not numbers (or are infinite), e.g. {bad[:5]}")
+        raise ScoringInputError(
+            field, f"{len(bad)} feature(s) are not numbers within +-{FEATURE_LIMIT:g}, e.g. {bad[:5]}"
+        )
     if required and all(math.isnan(v) for v in out.values()):
         raise missing(field, "every required feature is null; send the values (or the images)")
     return out

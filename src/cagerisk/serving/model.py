@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ import yaml
 
 from cagerisk.cohort.schema import CLINICAL_NAMES, roi_label_values, sequence_rois
 from cagerisk.serving.errors import ScoringInputError, missing
-from cagerisk.serving.features import blank_unrequired, pipeline_inputs
+from cagerisk.serving.features import pipeline_inputs
 from cagerisk.serving.inputs import (
     FUSED_LEVELS,
     INTEGER_CLINICAL,
@@ -156,15 +157,21 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
 
     def load_bundle(self, bundle_dir: str | Path) -> None:
         """Load everything from a bundle directory (also usable without MLflow, e.g. in tests)."""
-        from cagerisk.radiomics.params import settings_hash
-
         bundle = Path(bundle_dir)
         self.spec = ModelSpec.from_json((bundle / SPEC_FILE).read_text())
         self.combined = joblib.load(bundle / COMBINED_FILE)
         self.radiomics_columns = pipeline_inputs(self.combined.rad_pipeline)
         self.deep_columns = pipeline_inputs(self.combined.dl_pipeline)
+        self._radiomics_index = {c: i for i, c in enumerate(self.radiomics_columns)}
+        self._deep_index = {c: i for i, c in enumerate(self.deep_columns)}
+        self.as_arrays = False
+        self.as_arrays = self._arrays_give_the_same_scores()
         self.radiomics_params = load_radiomics_params(bundle)
-        self.radiomics_sha256 = {seq: settings_hash(p) for seq, p in self.radiomics_params.items()}
+        self.radiomics_sha256: dict[str, str] = {}
+        if self.spec.image_scoring:  # PyRadiomics' settings hash imports it (and PyWavelets): images only
+            from cagerisk.radiomics.params import settings_hash
+
+            self.radiomics_sha256 = {seq: settings_hash(p) for seq, p in self.radiomics_params.items()}
         self.segmenter = None
         self.embedder = None
         if self.spec.image_scoring:
@@ -186,6 +193,33 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
             "on" if self.spec.image_scoring else "off",
         )
 
+    def _arrays_give_the_same_scores(self, n: int = 4, seed: int = 0) -> bool:
+        """Whether the signature pipelines score value arrays exactly as the named tables they were
+        fitted on (then ``score_rows`` skips scikit-learn's per-column DataFrame checks). Checked on
+        made-up rows: required features random, the others missing, as a request leaves them."""
+        rng = np.random.default_rng(seed)
+        index = pd.Index([f"probe{i}" for i in range(n)], name=ID_COLUMN)
+
+        def table(columns: list[str], required: list[str]) -> pd.DataFrame:
+            frame = pd.DataFrame(np.nan, index=index, columns=columns)
+            frame[required] = rng.normal(size=(n, len(required)))
+            return frame
+
+        rad = table(self.radiomics_columns, self.spec.radiomics_features)
+        dl = table(self.deep_columns, self.spec.deep_features)
+        clinical = None
+        if self.spec.clinical_variables:
+            clinical = pd.DataFrame({k: [_probe_value(k)] * n for k in self.spec.clinical_variables}, index=index)
+        try:
+            named = self.combined.predict_checked(rad, dl, clinical)
+            arrays = self.combined.predict_checked(rad, dl, clinical, as_arrays=True)
+        except Exception as err:  # noqa: BLE001 - any failure means: keep the named tables
+            log.info("signature pipelines need named tables (%s)", type(err).__name__)
+            return False
+        same = bool(np.array_equal(named["prob"].to_numpy(), arrays["prob"].to_numpy()))
+        log.info("signature pipelines score value arrays %s", "identically" if same else "differently: named tables kept")
+        return same
+
     # ---- scoring -------------------------------------------------------------------------------
 
     def predict(self, context, model_input, params=None):  # no type hints: MLflow would build a schema from them
@@ -194,43 +228,51 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
 
     def score(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Score every row; a bad row raises ``ScoringInputError`` naming the row (in a batch) and field."""
-        if frame.empty:
+        return self.score_rows(frame.reset_index(drop=True).to_dict("records"))
+
+    def score_rows(self, rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+        """:meth:`score` of row dicts (the service's path: no DataFrame of the request is built)."""
+        if len(rows) == 0:
             return pd.DataFrame({c: pd.Series(dtype=object) for c in OUTPUT_COLUMNS})
-        rows = frame.reset_index(drop=True)
-        radiomics: list[dict[str, float]] = []
-        deep: list[dict[str, float]] = []
+        n = len(rows)
+        # Columns the signatures do not need stay NaN (imputed, then dropped by the selectors): see
+        # cagerisk.serving.features.blank_unrequired, verified when the bundle was built.
+        rad_matrix = np.full((n, len(self.radiomics_columns)), np.nan)
+        dl_matrix = np.full((n, len(self.deep_columns)), np.nan)
         clinical: list[dict[str, Any]] = []
         modes: list[str] = []
-        for i, row in rows.iterrows():
+        ids: list[str | None] = []
+        for i, row in enumerate(rows):
             values = {k: _cell(v) for k, v in row.items()}
             try:
                 rad, dl, clin, mode = self._row_inputs(values)
             except ScoringInputError as err:
-                if len(rows) > 1:
+                if n > 1:
                     raise ScoringInputError(f"rows[{i}].{err.field}", err.problem, err.status) from None
                 raise
-            radiomics.append(rad)
-            deep.append(dl)
+            for name, value in rad.items():
+                rad_matrix[i, self._radiomics_index[name]] = value
+            for name, value in dl.items():
+                dl_matrix[i, self._deep_index[name]] = value
             clinical.append(clin)
             modes.append(mode)
-        index = pd.Index([f"row{i}" for i in range(len(rows))], name=ID_COLUMN)
-        rad_frame = blank_unrequired(
-            pd.DataFrame(radiomics, index=index), self.radiomics_columns, self.spec.radiomics_features
-        )
-        dl_frame = blank_unrequired(pd.DataFrame(deep, index=index), self.deep_columns, self.spec.deep_features)
-        clin_frame = pd.DataFrame(clinical, index=index)
-        out = self.combined.predict_from_features(
-            rad_frame, dl_frame, clin_frame[self.spec.clinical_variables] if self.spec.clinical_variables else None
-        )
-        ids = rows[ID_COLUMN] if ID_COLUMN in rows.columns else pd.Series([None] * len(rows))
+            pid = values.get(ID_COLUMN)
+            ids.append(None if _absent(pid) else str(pid))
+        index = pd.Index([f"row{i}" for i in range(n)], name=ID_COLUMN)
+        rad_frame = pd.DataFrame(rad_matrix, index=index, columns=self.radiomics_columns)
+        dl_frame = pd.DataFrame(dl_matrix, index=index, columns=self.deep_columns)
+        used = self.spec.clinical_variables
+        clin_frame = pd.DataFrame([{k: c[k] for k in used} for c in clinical], index=index, columns=used) if used else None
+        out = self.combined.predict_checked(rad_frame, dl_frame, clin_frame, as_arrays=self.as_arrays)
         return pd.DataFrame(
             {
-                "patient_id": [None if _cell(v) is None or _absent(v) else str(v) for v in ids],
+                # object, not pandas' text dtype, which would turn a missing id into NaN
+                "patient_id": pd.Series(ids, dtype=object),
                 "probability": out["prob"].to_numpy(dtype=np.float64),
                 "rad_sign": out["rad_sign"].to_numpy(dtype=np.float64),
                 "dl_sign": out["dl_sign"].to_numpy(dtype=np.float64),
                 "risk_class": out["risk_class"].astype(str).to_numpy(),
-                "threshold": np.full(len(rows), self.spec.threshold, dtype=np.float64),
+                "threshold": np.full(n, self.spec.threshold, dtype=np.float64),
                 "mode": modes,
             }
         )
@@ -267,8 +309,12 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
         """Radiomics and deep features of one patient from image and mask paths, with every input checked first."""
         with tempfile.TemporaryDirectory(prefix="cagerisk-score-") as tmp:
             volumes, predicted = self._checked_volumes(values, fused_levels, Path(tmp))
-            rad = self._radiomics(volumes, fused_levels, predicted)
-            dl = self._deep(volumes, fused_levels)
+            # The ViT-3D (torch, which releases the GIL) runs beside PyRadiomics (one ITK thread per
+            # ROI, as in the stage): the same features, in less wall time on more than one core.
+            with ThreadPoolExecutor(1, thread_name_prefix="cagerisk-embed") as pool:
+                deep = pool.submit(self._deep, volumes, fused_levels)
+                rad = self._radiomics(volumes, fused_levels, predicted)
+                dl = deep.result()
         return rad, dl
 
     def _checked_volumes(
@@ -350,6 +396,18 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
             for seq, (image, mask) in volumes.items():
                 text = text.replace(image, image_field(seq)).replace(mask, mask_field(seq))
             raise ScoringInputError("images", f"deep features could not be computed: {text}") from None
+
+
+def _probe_value(name: str) -> Any:
+    """A valid value of a clinical variable (the middle of its range, its first category)."""
+    from cagerisk.cohort.schema import CLINICAL
+
+    variable = next(v for v in CLINICAL if v.name == name)
+    if variable.categories:
+        return variable.categories[0]
+    if variable.kind == "binary" or name in INTEGER_CLINICAL:
+        return int(variable.low)
+    return (float(variable.low) + float(variable.high)) / 2.0
 
 
 def _cell(value: Any) -> Any:

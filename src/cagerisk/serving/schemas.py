@@ -1,27 +1,33 @@
-"""Request and response schemas of the scoring endpoint (pydantic; they make the OpenAPI docs).
+"""Request and response schemas of the scoring endpoint (pydantic; they make the OpenAPI document).
 
-Types and ranges come from the cohort schema; the checks that depend on the served model (which
-clinical values and features it requires) run against the model the service loaded, before a request
-joins a batch, so a bad request never fails the others batched with it.
+The request schemas of ``/score_features`` are built from the model the service loaded
+(:func:`feature_request_models`): the clinical values it requires are required, every feature it needs
+is a required key, and types and ranges come from the cohort schema. So the published contract is the
+one the service enforces: a request valid by the OpenAPI document is scored, any other gets a 4xx.
+Fields are strict (no "3" for 3, no true for 1): what the document calls a number must be one.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
-from cagerisk.cohort.schema import CLINICAL
-from cagerisk.serving.errors import ScoringInputError
-from cagerisk.serving.inputs import check_clinical, check_features
+from cagerisk.cohort.schema import CLINICAL, LEVELS
+from cagerisk.serving.inputs import FEATURE_LIMIT, FUSED_LEVELS, INTEGER_CLINICAL
 
 _VAR = {v.name: v for v in CLINICAL}
 
+# ';'-separated fused levels, e.g. "L4-L5;L5-S1" (any order; repeats are merged).
+_LEVEL = "(" + "|".join(LEVELS) + ")"
+FUSED_LEVELS_PATTERN = rf"^{_LEVEL}(;{_LEVEL})*$"
 
-class ActiveModel:
-    """The spec of the model this process serves (set when the service has loaded it)."""
 
-    spec = None
+class ErrorBody(BaseModel):
+    """Body of every 4xx/5xx the service answers: what is wrong, and which field (when one is to blame)."""
+
+    error: str = Field(description="what is wrong and what was expected; never holds a patient identifier")
+    field: Optional[str] = Field(None, description="the request field at fault, e.g. clinical.age, t2_mask, features")
 
 
 def _describe(name: str) -> str:
@@ -31,64 +37,104 @@ def _describe(name: str) -> str:
     return f"{v.description} ({v.low:g}-{v.high:g})"
 
 
-class ClinicalValues(BaseModel):
-    """Clinical values of one patient; which ones are required depends on the model (GET /metadata)."""
+def _whole_float_as_int(value: Any) -> Any:
+    # JSON Schema counts 1.0 as an integer; tables often hold flags as floats. true/false and "1" stay refused.
+    return int(value) if type(value) is float and value.is_integer() else value
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    sex: Literal["F", "M"] | None = Field(None, description=_describe("sex"))
-    age: float | None = Field(None, description=_describe("age"))
-    bmi: float | None = Field(None, description=_describe("bmi"))
-    diagnosis: Literal["stenosis", "spondylolisthesis", "herniation"] | None = Field(None, description=_describe("diagnosis"))
-    n_levels: int | None = Field(None, description=_describe("n_levels"))
-    osteoporosis: Literal[0, 1] | None = Field(None, description=_describe("osteoporosis"))
-    followup_months: float | None = Field(None, description=_describe("followup_months"))
-    fused_levels: str | None = Field(
-        None, description="fused levels, ';'-separated, e.g. 'L4-L5;L5-S1' (needed to score images)"
+def _clinical_type(name: str) -> Any:
+    """The variable's type with its range inside (so that an optional one's range reaches the schema)."""
+    v = _VAR[name]
+    if v.kind == "categorical":
+        return Literal[tuple(v.categories)]
+    if name in INTEGER_CLINICAL:
+        # The range before the validator: pydantic then writes it as JSON Schema's minimum/maximum.
+        return Annotated[int, Field(ge=v.low, le=v.high), BeforeValidator(_whole_float_as_int)]
+    return Annotated[float, Field(ge=v.low, le=v.high)]
+
+
+def _clinical_field(name: str, required: bool) -> tuple[Any, Any]:
+    kind = _clinical_type(name)
+    if required:
+        return kind, Field(..., description=_describe(name))
+    return Optional[kind], Field(None, description=_describe(name) + "; optional for this model")
+
+
+def clinical_model(required: list[str], name: str = "ClinicalValues", with_fused_levels: bool = True) -> type[BaseModel]:
+    """Clinical values of one patient: ``required`` ones required, the others optional (and still checked)."""
+    fields: dict[str, Any] = {v.name: _clinical_field(v.name, v.name in required) for v in CLINICAL}
+    if with_fused_levels:
+        fields[FUSED_LEVELS] = (
+            Optional[str],
+            Field(None, pattern=FUSED_LEVELS_PATTERN, description="fused levels, ';'-separated, e.g. 'L4-L5;L5-S1'"),
+        )
+    config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+    return create_model(name, __config__=config, __doc__="Clinical values of one patient (GET /metadata).", **fields)
+
+
+def features_model(groups: list[list[str]], name: str = "Features") -> type[BaseModel]:
+    """Every feature the model needs, as a required key; null = missing, imputed with the training median.
+
+    ``groups`` are the features of each signature (radiomics, deep). A signature whose every feature
+    is null would be computed from training medians only, and is refused; the schema says so with
+    ``not`` (all of a group null) so that the document and the service agree.
+    """
+    names = [n for group in groups for n in group]
+    fields = {
+        f"f{i}": (
+            Optional[float],
+            Field(..., alias=feature, ge=-FEATURE_LIMIT, le=FEATURE_LIMIT, description="null = missing (imputed as in training)"),
+        )
+        for i, feature in enumerate(names)
+    }
+    not_all_null = [
+        {"not": {"type": "object", "properties": {n: {"type": "null"} for n in group}, "required": list(group)}}
+        for group in groups
+        if group
+    ]
+    config = ConfigDict(
+        extra="ignore",
+        strict=True,
+        allow_inf_nan=False,
+        json_schema_extra={"allOf": not_all_null} if not_all_null else None,
+    )
+    return create_model(
+        name, __config__=config, __doc__="Feature name -> value, as in the feature tables (GET /metadata).", **fields
     )
 
-    def given(self) -> dict[str, Any]:
-        return {k: v for k, v in self.model_dump().items() if v is not None}
 
-
-class FeatureRequest(BaseModel):
-    """One patient's precomputed features (names as in the feature tables) and clinical values."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    patient_id: str | None = Field(None, max_length=256, description="echoed back; never logged")
-    clinical: ClinicalValues
-    features: dict[str, float | None] = Field(
-        description="feature name -> value; GET /metadata lists the required names. null = missing "
-        "(imputed with the training median, as in training)"
+def feature_request_models(
+    clinical_required: list[str], feature_groups: list[list[str]], max_items: int
+) -> tuple[type[BaseModel], type[BaseModel]]:
+    """``(FeatureRequest, ScoreFeaturesRequest)`` of a model: one patient, and a non-empty batch of them."""
+    clinical = clinical_model(clinical_required)
+    features = features_model(feature_groups)
+    item = create_model(
+        "FeatureRequest",
+        __config__=ConfigDict(extra="forbid", strict=True),
+        __doc__="One patient's clinical values and precomputed features.",
+        patient_id=(Optional[str], Field(None, max_length=256, description="echoed back; never logged")),
+        clinical=(clinical, ...),
+        features=(features, ...),
     )
+    batch = create_model(
+        "ScoreFeaturesRequest",
+        __config__=ConfigDict(extra="forbid", strict=True),
+        __doc__="Patients to score, 1 to max_batch_size of them.",
+        items=(list[item], Field(..., min_length=1, max_length=max_items)),
+    )
+    return item, batch
 
-    @field_validator("clinical")
-    @classmethod
-    def _clinical_complete(cls, value: ClinicalValues) -> ClinicalValues:
-        spec = ActiveModel.spec
-        try:
-            check_clinical(value.given(), spec.clinical_variables if spec is not None else ())
-        except ScoringInputError as err:
-            raise ValueError(str(err)) from None
-        return value
 
-    @field_validator("features")
-    @classmethod
-    def _features_complete(cls, value: dict[str, float | None]) -> dict[str, float | None]:
-        spec = ActiveModel.spec
-        if spec is not None:
-            try:
-                check_features(value, [*spec.radiomics_features, *spec.deep_features])
-            except ScoringInputError as err:
-                raise ValueError(str(err)) from None
-        return value
+# The module-level defaults (no model loaded: every clinical value optional, no feature known) only
+# serve documentation built without a model; the service replaces them when it has loaded one.
+ClinicalValues = clinical_model([])
 
 
 class ScoreResult(BaseModel):
     """The model's answer for one patient."""
 
-    patient_id: str | None = None
+    patient_id: Optional[str] = None
     probability: float = Field(description="P(cage subsidence) from the combined model")
     rad_sign: float = Field(description="radiomics signature (probability of the radiomics model)")
     dl_sign: float = Field(description="deep-learning signature (probability of the deep-feature model)")

@@ -4,14 +4,19 @@ Routes
 ------
 - ``POST /score``: multipart form: ``clinical`` (JSON object) and the NIfTI/NRRD files
   ``{sequence}_image`` / ``{sequence}_mask`` of one patient (the CT mask may be left out: the U-Net
-  segments the CT). Answers ``ScoreResult``.
-- ``POST /score_features``: JSON ``{"items": [FeatureRequest, ...]}`` of precomputed features;
-  concurrent requests are merged by BentoML's adaptive batching.
+  segments the CT). Answers ``ScoreResult``. Only for a model that scores images.
+- ``POST /score_features``: JSON ``{"items": [FeatureRequest, ...]}`` (1 to max_batch_size patients)
+  of precomputed features; requests that arrive while a batch is scored form the next batch.
+
+Both request schemas are the loaded model's (required clinical values and features, types, ranges),
+so the OpenAPI document (``/docs.json``) is the contract the service enforces; every 4xx/5xx has the
+body ``ErrorBody`` ``{"error", "field"}``.
 - ``GET /metadata``: model name, version and alias, threshold, expected inputs, training-data hash.
 - ``GET /healthz``, ``GET /livez``, ``GET /readyz`` (BentoML's probes; ready once the model is loaded),
   ``GET /docs.json`` (OpenAPI) and ``/`` (Swagger UI).
 
-Bad input gets a 4xx whose message names the field: 400 missing or malformed, 413 too large, 422
+Bad input gets a 4xx whose message names the field: 400 missing or malformed, 411 chunked without
+Content-Length, 413 too large, 503 overloaded (waited over ``max_latency_ms``), 422
 present but unusable (unreadable image, mask off its image's grid, empty ROI, NaN or out-of-range
 value), 401 without the API key when ``$CAGERISK_API_KEY`` (``serve.api_key_env``) is set. Logs hold
 no patient identifier: ``patient_id`` is only echoed back, upload names are never used, and
@@ -20,7 +25,9 @@ validation errors are logged without the values that failed.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import inspect
 import json
 import logging
 import math
@@ -36,14 +43,15 @@ from typing import Any
 import bentoml
 import pandas as pd
 from bentoml.exceptions import BentoMLException
-from fastapi import FastAPI, File, Form, UploadFile
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cagerisk.serving.errors import ScoringInputError, missing, too_large
 from cagerisk.serving.inputs import IMAGE_SUFFIXES, check_clinical, sniff_image_format
 from cagerisk.serving.model import FUSED_LEVELS, ID_COLUMN, CageRiskModel, image_field, mask_field
-from cagerisk.serving.schemas import ActiveModel, ClinicalValues, FeatureRequest, ScoreResult
+from cagerisk.serving.schemas import ErrorBody, ScoreResult, clinical_model, feature_request_models
 from cagerisk.serving.settings import load_serve_settings
 
 log = logging.getLogger("cagerisk.serving")
@@ -145,16 +153,115 @@ async def _json_response(send: Any, status: int, body: dict[str, Any]) -> None:
 # ---- the service -------------------------------------------------------------------------------
 
 
-class ErrorBody(BaseModel):
-    error: str
-    field: str | None = None
+def _error(status: int, description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
 
 
-def http_error(err: ScoringInputError) -> BentoMLException:
-    return BentoMLException(str(err), error_code=err.status)
-
+# Every status the guard or a route can answer, with its body (ErrorBody), for the OpenAPI document.
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {401: _error(401, "API key missing or wrong (when the service has one)")}
+POST_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _error(400, "a required field is missing or malformed"),
+    **AUTH_RESPONSES,
+    411: _error(411, "chunked body without Content-Length"),
+    413: _error(413, "request body (or one file) over the size limit"),
+    422: _error(422, "a field is present but cannot be scored (wrong type, out of range, unreadable image)"),
+}
+FEATURE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **POST_RESPONSES,
+    503: _error(503, "overloaded: the request waited longer than serve.batching.max_latency_ms"),
+}
 
 api_app = FastAPI(title="cage-subsidence")
+
+
+@api_app.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """Body validation errors as ErrorBody: 400 when a field is missing or the body is not JSON, 422 else.
+
+    The message names the field and what was expected, never the value that failed.
+    """
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request", "type": "value_error"}
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    field = ".".join(loc) or "body"
+    status = 400 if first.get("type") in ("missing", "json_invalid", "model_attributes_type", "dict_type") else 422
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return JSONResponse({"error": f"{field}: {first.get('msg', 'invalid')}{more}", "field": field}, status_code=status)
+
+
+@api_app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """FastAPI's own errors (a body that is not JSON, a wrong method) with the ErrorBody of every other error."""
+    return JSONResponse({"error": str(exc.detail), "field": None}, status_code=exc.status_code, headers=exc.headers)
+
+
+class Overloaded(Exception):
+    """A request waited longer than the batching latency bound before its batch started."""
+
+
+class NaturalBatcher:
+    """Requests that arrive while a batch is being scored form the next batch: no waiting window.
+
+    One scoring thread; each batch takes every queued request (up to ``max_batch_size`` patients), so
+    under load the model's fixed cost per call (scikit-learn's input checks, about the cost of one
+    patient's compute) is shared, and an idle server scores a lone request at once. A request that
+    waited longer than ``max_latency_ms`` is refused with 503 instead of queueing without bound.
+    """
+
+    def __init__(self, score: Any, max_batch_size: int, max_latency_ms: float) -> None:
+        self.score = score
+        self.max_batch_size = max(1, int(max_batch_size))
+        self.max_wait = max_latency_ms / 1000.0
+        self.queue: asyncio.Queue | None = None
+        self.task: asyncio.Task | None = None
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="cagerisk-score")
+
+    async def submit(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
+        if self.queue is None:
+            self.queue = asyncio.Queue()
+            self.task = asyncio.get_running_loop().create_task(self._run())
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put((time.monotonic(), rows, future))
+        return await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self.queue.get()]
+            size = len(batch[0][1])
+            while not self.queue.empty() and size < self.max_batch_size:
+                entry = self.queue.get_nowait()
+                batch.append(entry)
+                size += len(entry[1])
+            now = time.monotonic()
+            live = []
+            for queued, rows, future in batch:
+                if now - queued > self.max_wait:
+                    future.set_exception(Overloaded())
+                else:
+                    live.append((rows, future))
+            if not live:
+                continue
+            try:
+                out = await loop.run_in_executor(self.executor, self.score, [r for rows, _ in live for r in rows])
+            except Exception:  # one bad request must not fail the others: score them one by one
+                for rows, future in live:
+                    try:
+                        result = await loop.run_in_executor(self.executor, self.score, rows)
+                    except Exception as err:  # noqa: BLE001 - handed to the request's own handler
+                        if not future.done():
+                            future.set_exception(err)
+                    else:
+                        if not future.done():
+                            future.set_result(result)
+                continue
+            start = 0
+            for rows, future in live:
+                if not future.done():  # a client that went away cancelled its future
+                    future.set_result(out.iloc[start : start + len(rows)])
+                start += len(rows)
 
 
 @bentoml.service(
@@ -179,32 +286,101 @@ class CageRiskService:
         if SETTINGS.model_uri is not None:
             self.pyfunc = mlflow.pyfunc.load_model(SETTINGS.model_uri)
             self.source = {"source": "mlflow", "model_uri": SETTINGS.model_uri}
+            self.version = _registry_version(SETTINGS.model_uri)
         else:
             stored = self.bento_model
             self.pyfunc = bentoml.mlflow.load_model(stored)
             self.source = {"source": "bentoml", "bento_model": str(stored.tag), **dict(stored.info.labels)}
+            self.version = str(self.source.get("mlflow_version") or "unknown")
         self.model: CageRiskModel = self.pyfunc.unwrap_python_model()
         self.spec = self.model.spec
-        self.version = str(self.source.get("mlflow_version") or _version_from_uri(SETTINGS.model_uri) or "unknown")
-        ActiveModel.spec = self.spec
         self.image_lock = threading.Lock()
+        # Scoring calls the unwrapped model: the request was validated against the model's own
+        # requirements already (its OpenAPI schema below), MLflow's per-call schema enforcement and
+        # DataFrame round trips would only add latency.
+        self.batcher = NaturalBatcher(self.model.score_rows, SETTINGS.max_batch_size, SETTINGS.max_latency_ms)
+        self._add_model_routes()
         log.info("model loaded in %.1f s (%s)", time.perf_counter() - started, self.source.get("source"))
 
     def __is_ready__(self) -> bool:
         return getattr(self, "model", None) is not None
 
+    # ---- routes whose schema is the loaded model's ------------------------------------------------
+
+    def _add_model_routes(self) -> None:
+        """``/score_features`` and ``/score`` with request schemas of the loaded model (required fields,
+        types, ranges), so that the OpenAPI document states what the service enforces."""
+        spec = self.spec
+        groups = [list(spec.radiomics_features), list(spec.deep_features)]
+        item_model, batch_model = feature_request_models(list(spec.clinical_variables), groups, SETTINGS.max_batch_size)
+        self.item_model = item_model
+        service = self
+
+        async def score_features(request: batch_model) -> list[ScoreResult]:  # type: ignore[valid-type]
+            return await service.score_features(request)
+
+        score_features.__doc__ = (
+            "Score patients from precomputed features (GET /metadata lists them); concurrent requests "
+            "are scored together in batches."
+        )
+        score_features.__signature__ = inspect.Signature(  # FastAPI reads the body model from here
+            [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=batch_model)],
+            return_annotation=list[ScoreResult],
+        )
+        _replace_route("/score_features")
+        api_app.router.add_api_route(
+            "/score_features",
+            score_features,
+            methods=["POST"],
+            response_model=list[ScoreResult],
+            responses=FEATURE_RESPONSES,
+            summary="Score patients from precomputed features",
+        )
+        # A model without image scoring (no ViT-3D bundle) has no /score: GET /metadata says why.
+        _replace_route("/score")
+        if spec.image_scoring:
+            self._add_image_route()
+
+    def _add_image_route(self) -> None:
+        spec = self.spec
+        service = self
+        clinical_schema = clinical_model([*spec.clinical_variables, FUSED_LEVELS], name="ImageClinicalValues")
+        params = [
+            inspect.Parameter(
+                "clinical",
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=str,
+                default=Form(..., description=f"JSON object of clinical values (schema {clinical_schema.__name__}: required "
+                             f"{[*spec.clinical_variables, FUSED_LEVELS]})"),
+            ),
+            inspect.Parameter(
+                "patient_id", inspect.Parameter.KEYWORD_ONLY, annotation=str | None,
+                default=Form(None, max_length=256, description="echoed back; never logged"),
+            ),
+        ]
+        for seq in spec.sequences:
+            params.append(inspect.Parameter(
+                image_field(seq), inspect.Parameter.KEYWORD_ONLY, annotation=UploadFile,
+                default=File(..., description=f"{seq} image (NIfTI or NRRD)"),
+            ))
+            optional = spec.mask_optional(seq)
+            params.append(inspect.Parameter(
+                mask_field(seq), inspect.Parameter.KEYWORD_ONLY, annotation=UploadFile | None if optional else UploadFile,
+                default=File(None if optional else ..., description=f"{seq} label map" + ("; optional: the U-Net segments the CT" if optional else "")),
+            ))
+
+        def score(**kwargs: Any) -> Any:
+            return service.score(**kwargs)
+
+        score.__doc__ = "Score one patient: images and masks as files, clinical values as a JSON form field."
+        score.__signature__ = inspect.Signature(params, return_annotation=ScoreResult)
+        _replace_route("/score")
+        api_app.router.add_api_route(
+            "/score", score, methods=["POST"], response_model=ScoreResult, responses=POST_RESPONSES,
+            summary="Score one patient from images, masks and clinical values",
+        )
+
     # ---- scoring ---------------------------------------------------------------------------
-
-    def _predict(self, frame: pd.DataFrame) -> list[ScoreResult]:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            out = self.pyfunc.predict(frame)
-        except ScoringInputError as err:
-            raise http_error(err) from None
-        except MlflowException as err:  # the signature refused the input
-            raise BentoMLException(f"input does not match the model signature: {err.message}", error_code=HTTPStatus.BAD_REQUEST) from None
-        return self._results(out)
 
     def _results(self, out: pd.DataFrame) -> list[ScoreResult]:
         return [
@@ -220,87 +396,56 @@ class CageRiskService:
             for row in out.itertuples(index=False)
         ]
 
-    # /score is a FastAPI route on the service (BentoML's ASGI integration) rather than a
-    # @bentoml.api: BentoML's multipart parser fetches a URL given in place of a file (a server-side
-    # request to anywhere, and a 500 when it fails) and has no optional file fields.
-    @api_app.post(
-        "/score",
-        response_model=ScoreResult,
-        responses={
-            400: {"model": ErrorBody, "description": "a required field is missing or malformed"},
-            401: {"model": ErrorBody, "description": "API key missing or wrong"},
-            413: {"model": ErrorBody, "description": "upload over the size limit"},
-            422: {"model": ErrorBody, "description": "a field is present but cannot be scored"},
-        },
-        summary="Score one patient from images, masks and clinical values",
-    )
-    def score(
-        self,
-        clinical: str = Form("{}", description="JSON object of clinical values incl. fused_levels (see ClinicalValues)"),
-        patient_id: str | None = Form(None, description="echoed back; never logged"),
-        ct_image: UploadFile | None = File(None, description="CT (NIfTI or NRRD)"),
-        ct_mask: UploadFile | None = File(None, description="CT label map; optional: the U-Net segments the CT"),
-        t1_image: UploadFile | None = File(None, description="sagittal T1"),
-        t1_mask: UploadFile | None = File(None, description="sagittal T1 label map"),
-        t2_image: UploadFile | None = File(None, description="sagittal T2"),
-        t2_mask: UploadFile | None = File(None, description="sagittal T2 label map"),
-        t1ax_image: UploadFile | None = File(None, description="axial T1"),
-        t1ax_mask: UploadFile | None = File(None, description="axial T1 label map"),
-        t2ax_image: UploadFile | None = File(None, description="axial T2"),
-        t2ax_mask: UploadFile | None = File(None, description="axial T2 label map"),
-    ) -> Any:
-        """Score one patient: images and masks as files, clinical values as a JSON form field."""
+    async def score_features(self, request: Any) -> Any:
+        used = self.spec.clinical_variables
+        rows = []
+        for item in request.items:
+            clinical = item.clinical.model_dump()
+            rows.append(
+                {ID_COLUMN: item.patient_id, **{k: clinical[k] for k in used}, **item.features.model_dump(by_alias=True)}
+            )
+        try:
+            out = await self.batcher.submit(rows)
+        except ScoringInputError as err:
+            return JSONResponse({"error": str(err), "field": err.field}, status_code=int(err.status))
+        except ValueError as err:  # values the checks passed but the pipelines cannot take
+            log.warning("/score_features: the model refused a checked request (%s)", type(err).__name__)
+            return JSONResponse({"error": "features: values the model cannot score", "field": "features"}, status_code=422)
+        except Overloaded:
+            return JSONResponse(
+                {"error": f"overloaded: waited over {SETTINGS.max_latency_ms} ms; retry later", "field": None},
+                status_code=503,
+            )
+        return self._results(out)
+
+    def score(self, clinical: str = "{}", patient_id: str | None = None, **uploads: UploadFile | None) -> Any:
+        """Score one patient from images (the /score route of a model that scores images)."""
         started = time.perf_counter()
-        uploads = {
-            "ct_image": ct_image, "ct_mask": ct_mask, "t1_image": t1_image, "t1_mask": t1_mask,
-            "t2_image": t2_image, "t2_mask": t2_mask, "t1ax_image": t1ax_image, "t1ax_mask": t1ax_mask,
-            "t2ax_image": t2ax_image, "t2ax_mask": t2ax_mask,
-        }
         try:
             values = _parse_clinical(clinical)
-            if not self.spec.image_scoring:
-                raise missing("images", f"this model scores precomputed features only ({self.spec.image_scoring_note}); use /score_features")
             checked = check_clinical(values, [*self.spec.clinical_variables, FUSED_LEVELS])
             for seq in self.spec.sequences:
-                if uploads[image_field(seq)] is None:
+                if uploads.get(image_field(seq)) is None:
                     raise missing(image_field(seq), f"the {seq} image is required (NIfTI or NRRD file)")
-                if uploads[mask_field(seq)] is None and not self.spec.mask_optional(seq):
+                if uploads.get(mask_field(seq)) is None and not self.spec.mask_optional(seq):
                     raise missing(mask_field(seq), f"the {seq} mask (label map) is required (NIfTI or NRRD file)")
             with tempfile.TemporaryDirectory(prefix="cagerisk-upload-") as tmp:
                 used = [*self.spec.clinical_variables, FUSED_LEVELS]
                 row: dict[str, Any] = {ID_COLUMN: patient_id, **{k: checked[k] for k in used}}
                 for field, upload in uploads.items():
-                    if upload is None or field.rsplit("_", 1)[0] not in self.spec.sequences:
+                    if upload is None:
                         continue
                     row[field] = str(_stage_upload(upload, field, Path(tmp)))
                 # One image scoring at a time per worker: each already uses every core (torch, ITK).
                 with self.image_lock:
-                    out = self.pyfunc.predict(pd.DataFrame([row]))
+                    out = self.model.score_rows([row])
         except ScoringInputError as err:
             log.info("/score refused: %s (%d)", err.field, err.status)
             return JSONResponse({"error": str(err), "field": err.field}, status_code=int(err.status))
         log.info("scored 1 patient from images in %.2f s", time.perf_counter() - started)
         return self._results(out)[0]
 
-    @bentoml.api(
-        route="/score_features",
-        batchable=True,
-        max_batch_size=SETTINGS.max_batch_size,
-        max_latency_ms=SETTINGS.max_latency_ms,
-    )
-    def score_features(self, items: list[FeatureRequest]) -> list[ScoreResult]:
-        """Score patients from precomputed features; requests are validated one by one, then batched."""
-        used = self.spec.clinical_variables
-        rows = []
-        for item in items:
-            clinical = check_clinical(item.clinical.given(), used)  # normalised types (validated already)
-            rows.append({ID_COLUMN: item.patient_id, **{k: clinical[k] for k in used}, **item.features})
-        frame = pd.DataFrame(rows)
-        feature_columns = [*self.spec.radiomics_features, *self.spec.deep_features]
-        frame[feature_columns] = frame[feature_columns].astype("float64")
-        return self._predict(frame)
-
-    @api_app.get("/metadata")
+    @api_app.get("/metadata", responses=AUTH_RESPONSES)
     def metadata(self) -> dict[str, Any]:
         """Served model: name, version, alias, threshold, expected inputs, training-data hash."""
         return {
@@ -312,23 +457,41 @@ class CageRiskService:
             "threshold_rule": self.spec.info.get("threshold_rule", "Youden index on the validation split"),
             "training_data_sha256": self.spec.training_data_sha256,
             "expected_inputs": self.spec.expected_inputs(),
-            "clinical_schema": ClinicalValues.model_json_schema(),
-            "limits": {"max_request_mb": SETTINGS.max_request_mb, "max_file_mb": SETTINGS.max_file_mb},
+            "clinical_schema": clinical_model(list(self.spec.clinical_variables)).model_json_schema(),
+            "limits": {
+                "max_request_mb": SETTINGS.max_request_mb,
+                "max_file_mb": SETTINGS.max_file_mb,
+                "max_batch_size": SETTINGS.max_batch_size,
+            },
             "library_versions": self.spec.library_versions,
             "info": self.spec.info,
         }
 
 
+def _replace_route(path: str) -> None:
+    """Drop the route of ``path`` a previous service instance of this process added, if any."""
+    api_app.router.routes[:] = [r for r in api_app.router.routes if getattr(r, "path", None) != path]
+
+
+def _registry_version(uri: str) -> str:
+    """The version number behind ``models:/name/3`` or ``models:/name@alias``."""
+    tail = uri.rstrip("/").rsplit("/", 1)[-1]
+    if tail.isdigit():
+        return tail
+    if uri.startswith("models:/") and "@" in uri:
+        from mlflow.tracking import MlflowClient
+
+        name, alias = uri.removeprefix("models:/").split("@", 1)
+        try:
+            return str(MlflowClient().get_model_version_by_alias(name, alias).version)
+        except Exception:  # noqa: BLE001 - the version is for display; scoring does not depend on it
+            log.warning("could not resolve %s to a version", uri)
+    return "unknown"
+
+
 CageRiskService.add_asgi_middleware(
     RequestGuard, max_request_bytes=SETTINGS.max_request_bytes, api_key_env=SETTINGS.api_key_env
 )
-
-
-def _version_from_uri(uri: str | None) -> str | None:
-    if not uri:
-        return None
-    tail = uri.rstrip("/").rsplit("/", 1)[-1]
-    return tail if tail.isdigit() else None
 
 
 def _parse_clinical(text: str) -> dict[str, Any]:

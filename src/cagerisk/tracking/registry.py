@@ -45,28 +45,14 @@ from cagerisk.tracking.runs import dvc_lock_hashes, git_commit, stage_run
 
 log = logging.getLogger(__name__)
 
-# Distributions the model needs at load time, pinned to the versions that trained it.
-REQUIREMENTS = (
-    "mlflow",
-    "scikit-learn",
-    "numpy",
-    "pandas",
-    "scipy",
-    "joblib",
-    "cloudpickle",
-    "torch",
-    "monai",
-    "einops",
-    "SimpleITK",
-    "pyradiomics-bhklab",
-    "PyWavelets",
-    "PyYAML",
-    "xgboost",
-    "lightgbm",
-    "omegaconf",
-    "hydra-core",
-    "nibabel",
-)
+# Distributions the served model imports, pinned to the versions that trained it (see
+# served_requirements): what `cagerisk.serving.model` and the feature path import ...
+FEATURE_REQUIREMENTS = ("mlflow", "cloudpickle", "scikit-learn", "numpy", "pandas", "scipy", "joblib", "PyYAML", "SimpleITK")
+# ... and what scoring images adds: the U-Net and ViT-3D (torch, MONAI, their Hydra-built networks),
+# PyRadiomics and its wavelets.
+IMAGE_REQUIREMENTS = ("torch", "monai", "einops", "hydra-core", "omegaconf", "pyradiomics-bhklab", "PyWavelets", "nibabel")
+# Every distribution the model could need (kept for callers that pin the full set).
+REQUIREMENTS = (*FEATURE_REQUIREMENTS, *IMAGE_REQUIREMENTS, "xgboost", "lightgbm")
 SCORE_TOLERANCE = 1e-9
 
 
@@ -97,14 +83,50 @@ class RegistrationResult:
         return asdict(self)
 
 
-def pinned_requirements() -> list[str]:
+def pinned_requirements(distributions: tuple[str, ...] | list[str] = REQUIREMENTS) -> list[str]:
     pins = []
-    for dist in REQUIREMENTS:
+    for dist in distributions:
         try:
             pins.append(f"{dist}=={metadata.version(dist).split('+')[0]}")
         except metadata.PackageNotFoundError:
             continue
     return pins
+
+
+def pickled_distributions(path: str | Path) -> list[str]:
+    """Distributions whose classes or functions a pickle (joblib) file references, e.g. xgboost for a
+    pipeline ending in an XGBClassifier; the project's own modules travel as code and are left out."""
+    import pickletools
+    import re
+
+    # A pickle names a class by (module, name) strings; the module string appears literally at least
+    # once (later uses may be memo references), so every dotted identifier whose top-level package
+    # is installed counts as a module reference.
+    dotted = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+    by_module = metadata.packages_distributions()
+    modules: set[str] = set()
+    with open(path, "rb") as fh:
+        for opcode, arg, _ in pickletools.genops(fh):
+            if opcode.name == "GLOBAL":
+                modules.add(str(arg).split(" ", 1)[0].split(".", 1)[0])
+            elif opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE") and dotted.match(str(arg)):
+                modules.add(str(arg).split(".", 1)[0])
+    found = {dist for module in modules - {"cagerisk"} if module in by_module for dist in by_module[module]}
+    return sorted(found)
+
+
+def served_requirements(spec, bundle: str | Path) -> list[str]:
+    """The pinned requirements of a served model: what loading and scoring it import, no more.
+
+    Checked by tests/serving/test_lean_model.py, which loads the logged model where every other
+    package is unimportable.
+    """
+    from cagerisk.serving.model import COMBINED_FILE
+
+    wanted = [*FEATURE_REQUIREMENTS, *pickled_distributions(Path(bundle) / COMBINED_FILE)]
+    if spec.image_scoring:
+        wanted += IMAGE_REQUIREMENTS
+    return pinned_requirements(list(dict.fromkeys(wanted)))
 
 
 def package_dir() -> Path:
@@ -151,7 +173,7 @@ def log_serving_model(cfg: DictConfig, tables, info: dict[str, Any]):
             signature=model_signature(spec),
             input_example=example,
             code_paths=[str(package_dir())],
-            pip_requirements=pinned_requirements(),
+            pip_requirements=served_requirements(spec, bundle),
             metadata={
                 "threshold": spec.threshold,
                 "training_data_sha256": spec.training_data_sha256,
