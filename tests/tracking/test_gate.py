@@ -97,3 +97,16 @@ def test_settings_are_checked():
         gate_settings({"alpha": 1.5})
     with pytest.raises(ValueError, match="margin"):
         gate_settings({"margin": -0.1})
+
+
+def test_zero_delong_variance_uses_the_permutation_test_not_a_sure_answer():
+    # 1.0 against 0.5 on 3 + 3 patients: DeLong's variance is 0, so its z would be infinite and any
+    # such challenger promoted. The paired permutation test gives the exact p (2/64 two-sided).
+    y = np.array([0, 0, 0, 1, 1, 1])
+    perfect, constant = np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9]), np.full(6, 0.5)
+    decision = decide(y, perfect, constant, {"rule": "superiority", "alpha": 0.05})
+    assert decision.p_value == pytest.approx(delong_test(y, perfect, constant).p_value / 2)
+    assert 0.01 < decision.p_value < 0.05 and decision.promote
+    y2 = np.array([0, 0, 1, 1])
+    small = decide(y2, np.array([0.1, 0.2, 0.8, 0.9]), np.full(4, 0.5), {"rule": "superiority", "alpha": 0.05})
+    assert small.p_value > 0.05 and not small.promote  # 2 + 2 patients cannot show it

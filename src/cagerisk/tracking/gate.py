@@ -116,6 +116,10 @@ def decide(y: np.ndarray, new_prob: np.ndarray, champion_prob: np.ndarray, setti
     head = f"validation AUC {test.auc1:.4f} {sign} champion's {test.auc2:.4f} on the same {n} patients"
     if s["rule"] == "superiority":
         z, p = _one_sided(diff, se, 0.0, upper=True)
+        if test.method == "permutation":
+            # DeLong's variance is 0 although the AUCs differ (tiny or separated sets): its z would be
+            # infinite. The paired permutation test stands in; its two-sided p halves to one side.
+            z, p = math.nan, (float(test.p_value) / 2.0 if diff > 0 else 1.0 - float(test.p_value) / 2.0)
         promote = p < s["alpha"]
         verdict = (
             f"higher by DeLong's one-sided test (z = {z:.3g}, p = {p:.3g} < alpha {s['alpha']:g}): promoted"
@@ -144,5 +148,5 @@ def decide(y: np.ndarray, new_prob: np.ndarray, champion_prob: np.ndarray, setti
         p_value=p,
         p_two_sided=float(test.p_value),
         delong_z=float(test.z),
-        reason=f"{head}: {verdict}",
+        reason=f"{head}: {verdict}" + (f" [{test.note}]" if test.note else ""),
     )
