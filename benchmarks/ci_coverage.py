@@ -4,7 +4,8 @@ Each replicate draws a table (``--n`` patients, ``--p`` Gaussian features, the o
 the first ``--informative`` of them), runs fit-table's outer loop (stratified 5-fold x 2 repeats) with
 a procedure fitted on each outer training part, and builds two 95 % intervals:
 
-- ``corrected``: fit-table's interval (models/intervals.py, corrected repeated k-fold t on the fold AUCs);
+- ``corrected``: fit-table's interval (models/intervals.py, corrected repeated k-fold t on the fold AUCs,
+  k - 1 degrees of freedom); also shown with k x r - 1 degrees of freedom, the textbook choice;
 - ``delong``: DeLong on the pooled out-of-fold scores, fit-table's interval before issue 11.
 
 The target is what nested CV estimates: the procedure's expected AUC when trained on an outer
@@ -78,7 +79,8 @@ def replicate(population: Population, n: int, procedure, big: tuple[np.ndarray, 
         true_aucs.append(roc_auc_score(y_big, model.predict_proba(X_big)[:, 1]))
         n_train.append(len(train))
         n_test.append(len(test))
-    _, low, high, _ = corrected_cv_interval(fold_aucs, np.mean(n_train), np.mean(n_test))
+    _, low, high, _ = corrected_cv_interval(fold_aucs, np.mean(n_train), np.mean(n_test), folds_per_repeat=folds)
+    _, low_j, high_j, _ = corrected_cv_interval(fold_aucs, np.mean(n_train), np.mean(n_test), folds_per_repeat=None)
     aucs, variances = [], []
     for row in oof:
         auc, cov = delong_covariance(y, row)
@@ -86,7 +88,7 @@ def replicate(population: Population, n: int, procedure, big: tuple[np.ndarray, 
         variances.append(float(cov[0, 0]))
     z = stats.norm.ppf(0.975)
     centre, se = float(np.mean(aucs)), float(np.sqrt(np.mean(variances)))
-    return (low, high), (centre - z * se, centre + z * se), np.asarray(true_aucs)
+    return (low, high), (centre - z * se, centre + z * se), np.asarray(true_aucs), (low_j, high_j)
 
 
 def coverage(
@@ -114,6 +116,7 @@ def coverage(
         "expected_auc": expected,
         "corrected": share(0, lambda r: expected),
         "delong": share(1, lambda r: expected),
+        "corrected_df_all_folds": share(3, lambda r: expected),
         "corrected_own_models": share(0, lambda r: r[2].mean()),
         "delong_own_models": share(1, lambda r: r[2].mean()),
         "corrected_mean_width": float(np.mean([r[0][1] - r[0][0] for r in results])),
@@ -138,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"procedure {args.procedure}, n={args.n}, p={args.p}, {args.replicates} replicates, expected AUC {result['expected_auc']:.3f}")
     print(f"coverage at nominal 0.95 (binomial SE {se:.3f}):")
     print(f"  corrected k-fold t (fit-table): {result['corrected']:.3f}  (own fold models: {result['corrected_own_models']:.3f}), mean width {result['corrected_mean_width']:.3f}")
+    print(f"  same, t on J-1 = k*r-1 df:      {result['corrected_df_all_folds']:.3f}")
     print(f"  DeLong on pooled OOF (before):  {result['delong']:.3f}  (own fold models: {result['delong_own_models']:.3f}), mean width {result['delong_mean_width']:.3f}")
     print(f"({time.perf_counter() - started:.0f} s)")
     ok = result["corrected"] >= 0.93

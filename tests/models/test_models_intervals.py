@@ -23,6 +23,9 @@ def test_corrected_interval_matches_the_formula_by_hand():
     assert centre == pytest.approx(np.mean(aucs))
     assert se == pytest.approx(expected_se)
     assert (low, high) == pytest.approx((np.mean(aucs) - half, np.mean(aucs) + half))
+    # fit-table's choice: t on k - 1 df (5 folds x 2 repeats -> 4), since repeats share patients
+    _, low5, high5, _ = corrected_cv_interval(aucs, n_train=80, n_test=20, folds_per_repeat=5)
+    assert high5 - low5 == pytest.approx(2 * stats.t.ppf(0.975, 4) * expected_se)
     assert corrected_cv_interval([0.9, 1.0, 1.0], 10, 5)[2] == 1.0  # clipped to [0, 1]
     with pytest.raises(ValueError, match="at least 2"):
         corrected_cv_interval([0.7], 80, 20)

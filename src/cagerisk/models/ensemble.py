@@ -79,7 +79,7 @@ class LinearTreeStack(ClassifierMixin, BaseEstimator):
         self.scaler_ = StandardScaler().fit(X)
         Z = self.scaler_.transform(X)
         linear_oof = self._linear_cv(Z, y01)
-        self.linear_ = LogisticRegression(C=self.C_, solver="liblinear", max_iter=5000).fit(Z, y01)
+        self.linear_ = LogisticRegression(C=self.C_, solver="liblinear", dual=self._dual(Z), max_iter=5000).fit(Z, y01)
         # Bootstrap samples, so that every patient has an out-of-bag vote: the trees' honest score.
         # (Tried: a forest grown on every patient to predict, beside a bootstrap forest for the scores;
         # on Hosny2018B it reached 0.638 against 0.674, the two forests' scales differing.)
@@ -121,6 +121,12 @@ class LinearTreeStack(ClassifierMixin, BaseEstimator):
             self.weights_[str(name)] = float(w)
         return self
 
+    @staticmethod
+    def _dual(Z: np.ndarray) -> bool:
+        # The same L2 problem; the dual is the fast one with more features than patients (11,407
+        # radiomics features of 48 patients: 0.04-0.2 s against 2-4 s per fit).
+        return Z.shape[1] > Z.shape[0]
+
     @property
     def _eps(self) -> float:
         return 0.5 / max(int(self.n_estimators), 1)
@@ -142,7 +148,7 @@ class LinearTreeStack(ClassifierMixin, BaseEstimator):
         aucs = np.zeros((len(Cs), folds))
         for f, (train, valid) in enumerate(splitter.split(Z, y)):
             for i, C in enumerate(Cs):
-                model = LogisticRegression(C=C, solver="liblinear", max_iter=5000).fit(Z[train], y[train])
+                model = LogisticRegression(C=C, solver="liblinear", dual=self._dual(Z), max_iter=5000).fit(Z[train], y[train])
                 oof[i, valid] = model.decision_function(Z[valid])
                 aucs[i, f] = roc_auc_score(y[valid], oof[i, valid]) if len(np.unique(y[valid])) == 2 else 0.5
         best = int(np.argmax(aucs.mean(axis=1)))

@@ -200,7 +200,9 @@ def nested_cv(cfg: DictConfig, X: pd.DataFrame, y: np.ndarray) -> dict[str, Any]
     z = stats.norm.ppf(0.975)
     n_outer = outer_folds * int(ft["outer_repeats"])
     if len(fold_aucs) >= 2:
-        centre, low, high, se = corrected_cv_interval(fold_aucs, float(np.mean(train_sizes)), float(np.mean(test_sizes)))
+        centre, low, high, se = corrected_cv_interval(
+            fold_aucs, float(np.mean(train_sizes)), float(np.mean(test_sizes)), folds_per_repeat=outer_folds
+        )
     else:
         centre, low, high, se = auc, float("nan"), float("nan"), float("nan")
     return {
@@ -210,7 +212,7 @@ def nested_cv(cfg: DictConfig, X: pd.DataFrame, y: np.ndarray) -> dict[str, Any]
         "auc_ci_low": low,
         "auc_ci_high": high,
         "auc_se": se,
-        "auc_ci_method": "corrected repeated k-fold t (Nadeau & Bengio 2003) on the outer-fold AUCs",
+        "auc_ci_method": "corrected repeated k-fold t (Nadeau & Bengio 2003) on the outer-fold AUCs, k - 1 df",
         # AUC of the pooled out-of-fold scores (mean over repeats), as radMLBench's README reports it,
         # and DeLong's interval on them (under-covers: it ignores the fold models' variability)
         "auc_pooled": auc,

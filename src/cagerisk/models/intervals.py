@@ -21,11 +21,18 @@ from scipy import stats
 
 
 def corrected_cv_interval(
-    fold_aucs: Sequence[float], n_train: float, n_test: float, level: float = 0.95
+    fold_aucs: Sequence[float],
+    n_train: float,
+    n_test: float,
+    level: float = 0.95,
+    folds_per_repeat: int | None = None,
 ) -> tuple[float, float, float, float]:
     """(centre, low, high, standard error) of the mean fold AUC by the corrected resampled t.
 
-    ``n_train`` and ``n_test`` are the (average) sizes of a fold's training and test parts.
+    ``n_train`` and ``n_test`` are the (average) sizes of a fold's training and test parts. With
+    ``folds_per_repeat`` (k), the t quantile has k - 1 degrees of freedom instead of J - 1: repeats
+    re-split the same patients, so they add little independent information about the variance
+    (measured: 0.925 coverage with J - 1 at n=100, p=60; benchmarks/ci_coverage.py).
     """
     values = np.asarray(fold_aucs, dtype=float)
     values = values[np.isfinite(values)]
@@ -36,5 +43,6 @@ def corrected_cv_interval(
     centre = float(values.mean())
     variance = (1.0 / values.size + float(n_test) / float(n_train)) * float(values.var(ddof=1))
     se = float(np.sqrt(variance))
-    half = float(stats.t.ppf(0.5 + level / 2.0, df=values.size - 1)) * se
+    df = values.size - 1 if folds_per_repeat is None else max(1, min(int(folds_per_repeat), values.size) - 1)
+    half = float(stats.t.ppf(0.5 + level / 2.0, df=df)) * se
     return centre, max(0.0, centre - half), min(1.0, centre + half), se
