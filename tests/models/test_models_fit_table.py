@@ -122,4 +122,4 @@ def test_the_default_stack_is_fitted_without_an_inner_search_and_stays_honest(tm
         assert 0.4 <= result["auc"] <= 0.6, result["auc"]
         assert result["auc_ci_low"] < 0.5 < result["auc_ci_high"]
     else:
-        assert result["auc_ci_low"] > 0.6
+        assert result["auc"] > 0.7 and result["auc_ci_low"] > 0.5
