@@ -89,8 +89,13 @@ def make_synthetic_cohort(root: Path, n: int = 96, n_rad: int = 60, n_deep: int 
 
 
 def tiny_overrides(root: Path) -> list[str]:
-    """Overrides that shrink every search to seconds; the code paths are the stage's own."""
+    """Overrides that shrink every search to seconds; the code paths are the stage's own.
+
+    The study's protocol (sweep=study: selection steps, Optuna trials, nested MLflow runs), restricted
+    to three quick classifiers; the default models have their own stage test.
+    """
     return [
+        "sweep=study",
         f"paths.data={root}",
         f"tracking.uri=sqlite:///{root}/mlruns/mlflow.db",
         f"tracking.artifact_root={root}/mlruns/artifacts",

@@ -95,3 +95,31 @@ def test_bad_tables_are_named():
         prepare_table(pd.concat([frame, frame.iloc[:1]]), "id", "y", "yes")
     numeric = pd.DataFrame({"id": [1, 2, 3], "y": [0.0, 1.0, 0.0], "f": [1, 2, 3]})
     assert list(prepare_table(numeric, "id", "y", 1)[1]) == [0, 1, 0]
+
+
+DEFAULT_FAST = [
+    "fit_table.outer_folds=4",
+    "fit_table.outer_repeats=2",
+    "classifier.candidates.stack.estimator.n_estimators=100",
+]
+
+
+@pytest.mark.parametrize("permute", [True, False])
+def test_the_default_stack_is_fitted_without_an_inner_search_and_stays_honest(tmp_path, permute):
+    """fit-table's default: the stacked LR + extra trees on every feature, no Optuna; permuted labels
+    give chance AUC, real signal is found, and the interval is the corrected k-fold one around it."""
+    table = pyradiomics_like_table(tmp_path / "t.csv", permute=permute, seed=4)
+    cfg = compose_config(
+        [f"++table={table}", "++id_col=case_id", "++label_col=outcome", "++positive_label=subsided", "tracking.enabled=false", *[f"++{o}" for o in DEFAULT_FAST]]
+    )
+    result = run_fit_table(cfg)
+    assert result["classifier_votes"] == {"stack": 8} and result["best_classifier"] == "stack"
+    assert result["final_cv_auc"] is None  # nothing was searched
+    assert len(result["selected_features"]) == 120  # no univariate selection
+    assert result["auc_ci_low"] < result["auc"] < result["auc_ci_high"]
+    assert result["auc"] == pytest.approx(result["fold_auc_mean"])
+    if permute:
+        assert 0.4 <= result["auc"] <= 0.6, result["auc"]
+        assert result["auc_ci_low"] < 0.5 < result["auc_ci_high"]
+    else:
+        assert result["auc"] > 0.7 and result["auc_ci_low"] > 0.5

@@ -41,7 +41,7 @@ def _data(n=80, p=30, seed=0):
 
 def test_every_classifier_of_the_zoo_samples_builds_and_predicts(cfg):
     zoo = load_zoo(cfg.classifier)
-    assert len(zoo) == 14
+    assert len(zoo) == 16 and {"stack", "lr_cv"} <= set(zoo)  # the study's 14 and the two defaults
     X, y = _data(60, 5)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     for name, spec in zoo.items():
@@ -51,6 +51,8 @@ def test_every_classifier_of_the_zoo_samples_builds_and_predicts(cfg):
         model = spec.build(params, seed=0)
         # Space minima where the size matters, so the check stays fast.
         small = {p: s["low"] for p, s in spec.space.items() if p in {"n_estimators"}}
+        if name == "stack":
+            small["n_estimators"] = 20
         model.set_params(**small)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -63,24 +65,33 @@ def test_every_classifier_of_the_zoo_samples_builds_and_predicts(cfg):
 
 
 def test_target_lists_narrow_the_global_include_list():
-    """sweep.include.<target> within classifier.include; the presets search linear DL-signs and an LR
-    combined model (conf/sweep/default.yaml says why)."""
-    from cagerisk.models.signatures import target_zoo
+    """sweep.include.<target> within classifier.include; the default fits the stacked LR + trees for
+    Rad-sign and a CV-tuned L2 LR elsewhere; sweep=study searches the study's 14 classifiers."""
+    from cagerisk.models.signatures import target_selection_steps, target_zoo
 
     default = compose_config(["sweep=default"])
-    assert list(target_zoo(default, "dl")) == ["lr", "svm_linear"]
-    assert list(target_zoo(default, "combined")) == ["lr"]
-    assert len(target_zoo(default, "rad")) == 14
+    assert {t: list(target_zoo(default, t)) for t in ("rad", "dl", "clinical", "combined")} == {
+        "rad": ["stack"], "dl": ["lr_cv"], "clinical": ["lr_cv"], "combined": ["lr_cv"]
+    }
+    assert [n for n, _ in target_selection_steps(default, "rad", "radiomics")] == ["impute", "scale"]
+    assert [n for n, _ in target_selection_steps(default, "dl", "deep")] == ["impute", "reduce"]
     fast = compose_config(["sweep=fast"])
-    assert list(target_zoo(fast, "dl")) == ["lr", "svm_linear"]
-    both = compose_config(["sweep=default", "classifier.include=[nb,svm_linear,lr]"])
+    assert list(target_zoo(fast, "rad")) == ["stack"] and fast.sweep.cv_folds == 5
+    study = compose_config(["sweep=study"])
+    assert len(target_zoo(study, "rad")) == 14 and not {"stack", "lr_cv"} & set(target_zoo(study, "rad"))
+    assert list(target_zoo(study, "dl")) == ["lr", "svm_linear"]
+    assert list(target_zoo(study, "combined")) == ["lr"]
+    assert [n for n, _ in target_selection_steps(study, "rad", "radiomics")] == ["impute", "scale", "ftest", "pearson", "lasso"]
+    both = compose_config(["sweep=study", "classifier.include=[nb,svm_linear,lr]"])
     assert list(target_zoo(both, "dl")) == ["lr", "svm_linear"]
-    assert list(target_zoo(both, "rad")) == ["nb", "svm_linear", "lr"]
-    whole = compose_config(["sweep=default", "sweep.include.dl=null"])
-    assert len(target_zoo(whole, "dl")) == 14
+    assert list(target_zoo(both, "rad")) == ["lr", "nb", "svm_linear"]  # the target list's order
+    whole = compose_config(["sweep=study", "sweep.include.dl=null"])
+    assert len(target_zoo(whole, "dl")) == 16
+    # Nothing in common: the explicit classifier.include wins (what the user typed).
     disjoint = compose_config(["sweep=default", "classifier.include=[nb,dt]"])
-    with pytest.raises(ValueError, match=r"sweep.include.combined=\['lr'\] and classifier.include=\['nb', 'dt'\]"):
-        target_zoo(disjoint, "combined")
+    assert list(target_zoo(disjoint, "combined")) == ["nb", "dt"]
+    with pytest.raises(ValueError, match=r"selection.radiomics has no step\(s\) \['anova'\]"):
+        target_selection_steps(compose_config(["sweep.selection_steps.rad=[impute,anova]"]), "rad", "radiomics")
 
 
 def test_cached_folds_score_exactly_what_cv_of_the_whole_pipeline_scores(cfg):

@@ -183,3 +183,29 @@ def test_only_evaluate_computes_test_split_metrics(stages, synthetic_root):
         assert not [c for c in logged if mentions_test.search(c.removeprefix("metrics."))], f"{stage} logged test-split metrics"
     evaluate = runs[runs["tags.cagerisk.stage"] == "evaluate"]
     assert evaluate["metrics.combined_test_auc"].notna().all()  # the check above can see such names
+
+
+def test_the_default_models_through_signatures_and_combined(tmp_path):
+    """sweep=default: Rad-sign is the stacked LR + extra trees on every feature, DL-sign, clinical and
+    combined models a CV-tuned L2 LR; one trial each, and no model gives degenerate probabilities."""
+    from synthetic_cohort import make_synthetic_cohort
+
+    from cagerisk.models.search import degenerate_share
+
+    root = make_synthetic_cohort(tmp_path / "cohort")
+    overrides = [o for o in tiny_overrides(root) if not o.startswith(("sweep=", "classifier.include", "sweep.n_trials"))]
+    cfg = compose_config([*overrides, "classifier.candidates.stack.estimator.n_estimators=60", "tracking.enabled=false"])
+    summary = run_signatures_stage(cfg)
+    for target, classifier, steps in (("rad", "stack", ["impute", "scale"]), ("dl", "lr_cv", ["impute", "reduce"])):
+        entry = summary["signatures"][target]
+        assert (entry["best_classifier"], entry["n_trials_total"]) == (classifier, 1)
+        assert [s["step"] for s in entry["selection"]] == steps
+    scores = pd.read_parquet(root / "models" / "signatures" / "scores.parquet")
+    for column in ("rad_sign", "dl_sign"):
+        assert degenerate_share(scores[column]) == 0.0, column
+    held = scores["split"] != "train"
+    assert roc_auc_score(scores.loc[held, "cs"], scores.loc[held, "rad_sign"]) > 0.7
+    combined = run_combined_stage(cfg)
+    assert combined["combined"]["best_classifier"] == combined["clinical"]["best_classifier"] == "lr_cv"
+    model = joblib.load(root / "models" / "combined" / "model.joblib")
+    assert isinstance(model, CombinedModel)

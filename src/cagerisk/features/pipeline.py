@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,12 +17,17 @@ ICC_STEP = "icc"
 
 
 def build_selection_steps(
-    selection_cfg: DictConfig | Mapping[str, Any], kind: str, seed: int | None = None
+    selection_cfg: DictConfig | Mapping[str, Any],
+    kind: str,
+    seed: int | None = None,
+    only: Sequence[str] | None = None,
 ) -> list[tuple[str, BaseEstimator]]:
     """The ordered (name, transformer) steps that turn a feature table into a signature's inputs.
 
     ``selection.<kind>`` maps step names to ``_target_`` nodes in order; a step set to null is
-    skipped. When ``selection.icc.enabled`` is true and ``kind`` is in ``selection.icc.apply_to``,
+    skipped. ``only`` (e.g. a sweep preset's ``[impute, scale]``) keeps just the named steps, in
+    config order; the ICC filter is a reproducibility filter, not a selection step, and stays.
+    When ``selection.icc.enabled`` is true and ``kind`` is in ``selection.icc.apply_to``,
     the configured ICC filter comes first, so it sees the feature names and acts before the F-test.
     Estimators with a ``random_state`` left unset get ``seed``.
     """
@@ -34,8 +39,12 @@ def build_selection_steps(
     icc = selection_cfg.get("icc")
     if icc is not None and bool(icc.get("enabled", False)) and kind in list(icc.get("apply_to") or []):
         steps.append((ICC_STEP, instantiate(icc.filter)))
+    if only is not None:
+        unknown = sorted(set(only) - set(selection_cfg[kind]))
+        if unknown:
+            raise ValueError(f"selection.{kind} has no step(s) {unknown}; its steps are {list(selection_cfg[kind])}")
     for name, node in selection_cfg[kind].items():
-        if node is None:
+        if node is None or (only is not None and name not in set(only)):
             continue
         steps.append((str(name), instantiate(node)))
     if not steps:

@@ -61,6 +61,9 @@ class SearchSettings:
     sqlite_timeout: float = 120.0
     fit_best: bool = True
     log_trials: bool = True
+    # A trial fails when more than this share of its validation probabilities lie within 1e-6 of 0 or 1
+    # (naive Bayes, pure tree leaves): such a signature cannot be calibrated or thresholded. None: off.
+    max_degenerate_share: float | None = 0.1
 
     @classmethod
     def from_config(cls, sweep: DictConfig | Mapping[str, Any], seed: int, **overrides: Any) -> SearchSettings:
@@ -79,11 +82,30 @@ class SearchSettings:
             "sqlite_timeout": float(sweep.get("sqlite_timeout", 120)),
             "fit_best": bool(sweep.get("fit_best", True)),
             "log_trials": bool(sweep.get("log_trials", True)),
+            "max_degenerate_share": _optional_float(sweep.get("max_degenerate_share", 0.1)),
         }
         values.update(overrides)
         if values["n_trials"] is None and values["timeout"] is None:
             raise ValueError("sweep.n_trials and sweep.timeout are both null: the search would never stop")
         return cls(**values)
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value in (None, "none", "null") else float(value)
+
+
+DEGENERATE_EPS = 1e-6
+
+
+def degenerate_share(proba: np.ndarray) -> float:
+    """Share of probabilities within 1e-6 of 0 or 1."""
+    proba = np.asarray(proba, dtype=float)
+    return float(np.mean((proba <= DEGENERATE_EPS) | (proba >= 1.0 - DEGENERATE_EPS))) if proba.size else 0.0
+
+
+def fixed_candidates(zoo: Mapping[str, ClassifierSpec]) -> bool:
+    """True when no candidate has hyperparameters to sample: the search is one trial per candidate."""
+    return all(not spec.space for spec in zoo.values())
 
 
 @dataclass
@@ -346,6 +368,13 @@ def search_classifier(
     # that many finished trials, and a rerun on the same data adds none (same best trial, same outputs).
     finished = len(study.get_trials(deepcopy=False, states=FINISHED))
     remaining = None if settings.n_trials is None else max(0, int(settings.n_trials) - finished)
+    if fixed_candidates(zoo):
+        # Nothing to sample: each candidate once is the whole search (a second trial would repeat one).
+        tried = {t.params.get(CLASSIFIER_PARAM) for t in study.get_trials(deepcopy=False, states=FINISHED)}
+        untried = [name for name in zoo if name not in tried]
+        for name in untried:
+            study.enqueue_trial({CLASSIFIER_PARAM: name})
+        remaining = len(untried) if remaining is None else min(remaining, len(untried))
     if remaining is None or remaining > 0:
         callbacks = [] if settings.n_trials is None else [MaxTrialsCallback(int(settings.n_trials), states=FINISHED)]
         study.optimize(objective, n_trials=remaining, timeout=settings.timeout, callbacks=callbacks, catch=(Exception,))
@@ -405,6 +434,7 @@ class _Objective:
         trial.set_user_attr("worker", self.settings.worker)
         started = time.perf_counter()
         aucs: list[float] = []
+        probas: list[np.ndarray] = []
         state = "COMPLETE"
         try:
             estimator = self.zoo[name].build(params, seed=self.settings.seed)
@@ -413,7 +443,9 @@ class _Objective:
                     # A sampled setting that does not converge is judged by its AUC, not by a warning flood.
                     warnings.simplefilter("ignore", ConvergenceWarning)
                     model = clone(estimator).fit(fold.X_train, fold.y_train)
-                aucs.append(float(roc_auc_score(fold.y_valid, positive_proba(model, fold.X_valid))))
+                proba = positive_proba(model, fold.X_valid)
+                probas.append(proba)
+                aucs.append(float(roc_auc_score(fold.y_valid, proba)))
                 if self.settings.pruner not in (None, "none", "null"):  # each report is a storage write
                     trial.report(float(np.mean(aucs)), step)
                     if trial.should_prune():
@@ -421,6 +453,12 @@ class _Objective:
                         raise optuna.TrialPruned()
             if not np.all(np.isfinite(aucs)):
                 raise ValueError("non-finite fold AUC")
+            limit = self.settings.max_degenerate_share
+            if limit is not None and degenerate_share(np.concatenate(probas)) > limit:
+                raise ValueError(
+                    f"degenerate probabilities: {degenerate_share(np.concatenate(probas)):.0%} of validation "
+                    f"probabilities within {DEGENERATE_EPS:g} of 0 or 1 (sweep.max_degenerate_share={limit})"
+                )
             return float(np.mean(aucs))
         except optuna.TrialPruned:
             raise

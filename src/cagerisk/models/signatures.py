@@ -53,23 +53,37 @@ def search_settings(cfg: DictConfig, **overrides: Any) -> SearchSettings:
 
 def target_zoo(cfg: DictConfig, target: str):
     """The classifiers searched for ``target``: ``sweep.include.<target>`` within ``classifier.include``
-    (each null = no restriction; both set = the candidates in both, in the target list's order)."""
+    (each null = no restriction; both set = the candidates in both, in the target list's order).
+
+    When the two share nothing, the explicit ``classifier.include`` wins (with a warning): it is what
+    the user typed, the target list is the preset's default (e.g. ``classifier.include=[lr]`` for a
+    quick run under the default preset, whose Rad-sign list is ``[vote]``)."""
     include = (cfg.sweep.get("include") or {}).get(target)
     everywhere = cfg.classifier.get("include")
     if include is not None and everywhere is not None:
         both = [name for name in include if name in set(everywhere)]
         if not both:
-            raise ValueError(
-                f"sweep.include.{target}={list(include)} and classifier.include={list(everywhere)} "
-                "have no classifier in common"
+            log.warning(
+                "sweep.include.%s=%s and classifier.include=%s have no classifier in common; searching classifier.include",
+                target,
+                list(include),
+                list(everywhere),
             )
+            both = list(everywhere)
         include = both
     return load_zoo(cfg.classifier, include=list(include) if include is not None else None)
 
 
+def target_selection_steps(cfg: DictConfig, target: str, feature_kind: str):
+    """The selection steps of ``target``: ``selection.<feature_kind>``, narrowed to
+    ``sweep.selection_steps.<target>`` when the sweep preset names some (null = every step)."""
+    only = (cfg.sweep.get("selection_steps") or {}).get(target)
+    return build_selection_steps(cfg.selection, feature_kind, seed=int(cfg.seed), only=list(only) if only is not None else None)
+
+
 def fit_signature(cfg: DictConfig, kind: SignatureKind, X_train: pd.DataFrame, y_train: np.ndarray) -> SearchResult:
     """Search classifier and hyperparameters for one signature; fit the best pipeline on (X_train, y_train)."""
-    steps = build_selection_steps(cfg.selection, kind.feature_kind, seed=int(cfg.seed))
+    steps = target_selection_steps(cfg, kind.target, kind.feature_kind)
     final = {f"{name}__store_path": True for name, step in steps if isinstance(step, LassoSelector)}
     return search_classifier(kind.target, X_train, y_train, steps, target_zoo(cfg, kind.target), search_settings(cfg), final)
 

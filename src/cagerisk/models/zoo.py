@@ -88,7 +88,8 @@ def load_zoo(classifier_cfg: DictConfig | Mapping[str, Any], include: Sequence[s
     for name in wanted if wanted is not None else list(candidates):
         node = candidates[name]
         estimator = OmegaConf.to_container(node.estimator, resolve=True)
-        space = OmegaConf.to_container(node.get("space") or {}, resolve=True)
+        # A candidate with nothing to search (``space: {}``, e.g. the default ``stack``) is tried once.
+        space = OmegaConf.to_container(node.space, resolve=True) if node.get("space") else {}
         for param, spec in space.items():
             if spec.get("type") not in _TYPES:
                 raise ValueError(f"classifier {name!r}, parameter {param!r}: type must be one of {_TYPES}")
