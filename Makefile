@@ -20,8 +20,10 @@ $(STAMP): pyproject.toml requirements.lock
 demo: $(STAMP)
 	$(BIN)/python -m cagerisk.demo
 
+# PYTHONUTF8: some native libraries reset LC_CTYPE to "C" inside the test processes, after which
+# Python's locale-default text I/O (subprocess text=True, Path.read_text) would decode as ASCII.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadscope --timeout 900
+	PYTHONUTF8=1 $(BIN)/python -m pytest -n 2 --dist loadscope --timeout 900
 
 # The demo's MLflow UI in headless Chromium: screenshots under docs/screenshots/ and checks (run `make demo` first).
 ui-check: $(STAMP)

@@ -154,7 +154,7 @@ def run_schemathesis(url: str, workdir: Path, key: str | None, *options: str, ma
     ]
     if key:
         cmd += ["--header", f"X-API-Key: {key}"]
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900)
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=900)
 
 
 # ---- a model loaded with only its own requirements importable (test_lean_model.py) ----
@@ -235,5 +235,5 @@ def run_blocked(model_dir: Path, allowed: set[str], rows: Path | None = None) ->
     return subprocess.run(
         [sys.executable, "-c", PRELUDE, json.dumps(sorted(allowed)), str(model_dir / "code"), str(model_dir),
          *([str(rows)] if rows else [])],
-        env=env, capture_output=True, text=True, timeout=600, cwd=str(model_dir),
+        env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600, cwd=str(model_dir),
     )
