@@ -23,6 +23,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from cagerisk.cohort.schema import CLINICAL, ID
+from cagerisk.hashing import file_sha256
 from cagerisk.radiomics.naming import feature_groups
 from cagerisk.serving.features import serving_inputs
 from cagerisk.serving.inputs import INTEGER_CLINICAL
@@ -66,14 +67,6 @@ class TrainingTables:
             digest.update(name.encode())
             digest.update(bytes.fromhex(file_sha256(self.files[name])))
         return digest.hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def combined_model_path(cfg: DictConfig) -> Path:

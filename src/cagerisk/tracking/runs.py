@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -16,6 +15,8 @@ from typing import Any
 
 import mlflow
 from omegaconf import DictConfig, OmegaConf
+
+from cagerisk.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -179,14 +180,6 @@ STAGE_DATASETS: dict[str, tuple[tuple[str, str, str, str | None], ...]] = {
     "fit-table": (("table", "", "table", None),),
 }
 STAGE_CONTEXT = {"signatures": "training", "combined": "training", "fit-table": "training", "evaluate": "evaluation", "register": "validation"}
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def log_table_dataset(path: str | Path, name: str, context: str, targets: str | None = None) -> bool:
