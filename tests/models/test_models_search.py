@@ -144,8 +144,11 @@ WORKER = textwrap.dedent(
     X = pd.DataFrame(rng.normal(size=(75, 20)) + y[:, None] * np.r_[np.ones(3), np.zeros(17)], columns=[f"f{i}" for i in range(20)])
     steps = build_selection_steps(cfg.selection, "radiomics", seed=0)
     zoo = load_zoo(cfg.classifier, include=["lr", "nb", "dt"])
+    # max_degenerate_share=None: a decision tree's pure leaves would fail some trials (a guard tested
+    # elsewhere), and which ones depends on the two processes' interleaving; here every trial must complete.
     settings = SearchSettings(n_trials=12, cv_folds=3, storage=storage, study_name="concurrent", seed=0, worker=worker,
-                              pruner=None, sampler_startup_trials=2, fit_best=False, log_trials=False)
+                              pruner=None, sampler_startup_trials=2, fit_best=False, log_trials=False,
+                              max_degenerate_share=None)
     # Both processes start their trials together, so they really write to one study at once.
     (ready_dir / f"ready{worker}").touch()
     deadline = time.time() + 120
@@ -214,3 +217,23 @@ def test_two_concurrent_processes_share_one_sqlite_study(tmp_path):
     added = [int(out.split()[1]) for out, _ in outputs]
     assert sorted(added) == sorted([workers.count(0), workers.count(1)])
     assert len({t.number for t in trials}) == len(trials)
+
+
+def test_a_classifier_with_zero_one_probabilities_fails_its_trials(cfg, tmp_path):
+    """Naive Bayes on many strong features gives probabilities of exactly 0 or 1: with the guard on
+    (sweep.max_degenerate_share) its trials fail with the reason and the logistic regression wins;
+    with the guard off the same naive Bayes trial completes."""
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 40)
+    X = pd.DataFrame(rng.normal(size=(80, 40)) + 3.0 * y[:, None], columns=[f"f{i}" for i in range(40)])
+    zoo = load_zoo(cfg.classifier, include=["nb", "lr"])
+    guarded = SearchSettings(n_trials=4, cv_folds=3, storage=f"sqlite:///{tmp_path}/a.db", seed=0, pruner=None, log_trials=False)
+    result = search_classifier("rad", X, y, [], zoo, guarded)
+    trials = result.trials
+    nb = trials[trials["classifier"] == "nb"] if "classifier" in trials else trials.iloc[0:0]
+    assert len(nb) and (nb["state"] == "FAIL").all(), trials
+    assert result.best_classifier == "lr"
+    off = SearchSettings(n_trials=4, cv_folds=3, storage=f"sqlite:///{tmp_path}/b.db", seed=0, pruner=None, log_trials=False,
+                         max_degenerate_share=None)
+    unguarded = search_classifier("rad", X, y, [], load_zoo(cfg.classifier, include=["nb"]), off)
+    assert (unguarded.trials["state"] == "COMPLETE").all()
