@@ -6,8 +6,7 @@ served model unpickles) does not import the others (stages, training, tracking).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cagerisk.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "DeepDataModule": "cagerisk.deep.data",
@@ -37,41 +36,5 @@ _EXPORTS: dict[str, str] = {
     "deep_inputs": "cagerisk.deep.stage",
     "run_deep_stage": "cagerisk.deep.stage",
 }
-__all__ = [
-    "DEFAULT_KEY_MAP",
-    "ActiveRunMLFlowLogger",
-    "CSClassifier",
-    "DeepBundle",
-    "DeepDataModule",
-    "DeepEmbedder",
-    "DeepRadiomicsNet",
-    "PreprocessError",
-    "PreprocessSettings",
-    "PretrainedLoadError",
-    "PretrainedReport",
-    "active_run_logger",
-    "build_deep_net",
-    "deep_inputs",
-    "embed_samples",
-    "embedding_table",
-    "feature_columns",
-    "input_key",
-    "load_deep_bundle",
-    "load_pretrained",
-    "log_torch_model",
-    "patient_auc",
-    "preprocess_cohort",
-    "preprocess_volume",
-    "run_deep_stage",
-    "save_deep_bundle",
-]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return list(__all__)
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -6,8 +6,7 @@ served model unpickles) does not import the others (stages, training, tracking).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cagerisk.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "PearsonPruner": "cagerisk.features.correlation",
@@ -23,27 +22,5 @@ _EXPORTS: dict[str, str] = {
     "MedianIQRScaler": "cagerisk.features.scaling",
     "FTestSelector": "cagerisk.features.univariate",
 }
-__all__ = [
-    "FEATURE_KINDS",
-    "FTestSelector",
-    "ICCFilter",
-    "LassoSelector",
-    "MedianIQRScaler",
-    "PearsonPruner",
-    "ZScorePCA",
-    "build_selection_steps",
-    "greedy_correlation_prune",
-    "plot_lasso",
-    "selected_feature_names",
-    "selection_report",
-]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return list(__all__)
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

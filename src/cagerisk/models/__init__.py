@@ -6,8 +6,7 @@ statsmodels and plotting imports of the stages it does not run.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cagerisk.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "ClinicalAnalysis": "cagerisk.models.clinical",
@@ -27,13 +26,4 @@ _EXPORTS: dict[str, str] = {
     "load_zoo": "cagerisk.models.zoo",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'cagerisk.models' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -6,8 +6,7 @@ served model unpickles) does not import the others (stages, training, tracking).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cagerisk.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "RadiomicsCache": "cagerisk.radiomics.cache",
@@ -43,47 +42,5 @@ _EXPORTS: dict[str, str] = {
     "run_radiomics_stage": "cagerisk.radiomics.stage",
     "write_stage_outputs": "cagerisk.radiomics.stage",
 }
-__all__ = [
-    "FeatureName",
-    "RadiomicsCache",
-    "RadiomicsExtraction",
-    "RadiomicsParams",
-    "RadiomicsParamsError",
-    "RadiomicsStageError",
-    "RoiExtractionError",
-    "RoiOutcome",
-    "RoiTask",
-    "build_roi_tasks",
-    "compute_client",
-    "extract_radiomics",
-    "extract_roi",
-    "extract_roi_outcome",
-    "feature_column",
-    "feature_groups",
-    "file_sha256",
-    "is_diagnostic",
-    "library_versions",
-    "load_params_file",
-    "map_rois",
-    "new_extractor",
-    "params_by_sequence",
-    "parse_feature_column",
-    "prefixed_features",
-    "radiomics_table",
-    "read_roi_inputs",
-    "roi_cache_key",
-    "run_radiomics_stage",
-    "sequence_params",
-    "settings_hash",
-    "write_stage_outputs",
-]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return list(__all__)
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -6,8 +6,7 @@ served model unpickles) does not import the others (stages, training, tracking).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cagerisk.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "CTSegmenter": "cagerisk.segment.inference",
@@ -25,29 +24,5 @@ _EXPORTS: dict[str, str] = {
     "save_bundle": "cagerisk.segment.model",
     "run_segment_stage": "cagerisk.segment.stage",
 }
-__all__ = [
-    "CTSegmenter",
-    "SegmentationBundle",
-    "VERTEBRA_LABELS",
-    "build_unet",
-    "ct_mask_for_features",
-    "ct_mask_sources",
-    "label_vertebrae_bottom_up",
-    "load_bundle",
-    "per_label_dice",
-    "run_segment_stage",
-    "save_bundle",
-    "segment_ct",
-    "summarise_dice",
-    "write_segment_manifest",
-]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return list(__all__)
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

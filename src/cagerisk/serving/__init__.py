@@ -9,8 +9,7 @@ served model unpickles) does not import the others (stages, training, tracking).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cagerisk.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "BundleError": "cagerisk.serving.bundle",
@@ -30,31 +29,5 @@ _EXPORTS: dict[str, str] = {
     "ModelSpec": "cagerisk.serving.model",
     "model_signature": "cagerisk.serving.model",
 }
-__all__ = [
-    "BundleError",
-    "CageRiskModel",
-    "ModelSpec",
-    "ScoringInputError",
-    "TrainingTables",
-    "build_serving_bundle",
-    "check_clinical",
-    "check_features",
-    "feature_rows",
-    "model_signature",
-    "read_training_tables",
-    "required_inputs",
-    "serving_inputs",
-    "sniff_image_format",
-    "typical_patient",
-    "verify_required_inputs",
-]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return list(__all__)
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
