@@ -28,11 +28,13 @@ from typing import Any
 import mlflow
 from omegaconf import DictConfig
 
+from cagerisk.tracking.model_card import MODEL_LABELS
 from cagerisk.tracking.runs import log_table_dataset
 
 log = logging.getLogger(__name__)
 
-MODEL_KEYS = {"Combined model": "combined", "Rad-sign": "rad_sign", "DL-sign": "dl_sign", "Clinical model": "clinical_model"}
+# evaluate's table labels -> the keys of its metrics ("Combined model" -> "combined"), in the card's order
+MODEL_KEYS = {label: key for key, label in MODEL_LABELS.items()}
 AUC_FIELDS = ("auc", "auc_ci_low", "auc_ci_high")
 NOTE_TAG = "mlflow.note.content"
 
