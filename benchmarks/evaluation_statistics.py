@@ -74,7 +74,11 @@ def delong_checks(reps: int, rng: np.random.Generator) -> dict[str, float]:
         yy = np.repeat([0, 1], 40)
         base = yy * 1.0
         rejections += delong_test(yy, base + rng.normal(0, 1, 80), base + rng.normal(0, 1, 80)).p_value < 0.05
-    return {"AUC 1.0 vs 0.5 (20 + 20): old p": old_p, f"AUC 1.0 vs 0.5 (20 + 20): new p ({degenerate.method})": degenerate.p_value, "DeLong size under the null": rejections / reps}
+    return {
+        "AUC 1.0 vs 0.5 (20 + 20): old p": old_p,
+        f"AUC 1.0 vs 0.5 (20 + 20): new p ({degenerate.method})": degenerate.p_value,
+        "DeLong size under the null": rejections / reps,
+    }
 
 
 def table1_repeatability() -> dict[str, float]:

@@ -85,8 +85,15 @@ def procedures(study_trials: int, with_study: bool):
         cfg = compose(overrides)
         ft = {**fit_table_settings(cfg), "n_trials": n_trials}
         settings = SearchSettings.from_config(
-            cfg.sweep, int(cfg.seed), n_trials=n_trials, timeout=None, cv_folds=int(ft["inner_folds"]),
-            cv_repeats=1, storage=None, fit_best=True, log_trials=False,
+            cfg.sweep,
+            int(cfg.seed),
+            n_trials=n_trials,
+            timeout=None,
+            cv_folds=int(ft["inner_folds"]),
+            cv_repeats=1,
+            storage=None,
+            fit_best=True,
+            log_trials=False,
         )
         return lambda X, y: fit_procedure(cfg, ft, "bench", X, y, settings)[0]
 
@@ -145,14 +152,20 @@ def summarise(rows: list[dict]) -> int:
         gap = r["auc"]["default"] - best
         gaps.append(gap)
         per_fold = r["seconds"]["default"] / (len(SEEDS) * 5)
-        print(f"{r['table']:<24} {r['n']:>4} {r['p']:>5} " + " ".join(f"{r['auc'][m]:>8.3f}" for m in methods) + f" {gap:>+8.3f} {per_fold:>11.1f}")
+        print(
+            f"{r['table']:<24} {r['n']:>4} {r['p']:>5} "
+            + " ".join(f"{r['auc'][m]:>8.3f}" for m in methods)
+            + f" {gap:>+8.3f} {per_fold:>11.1f}"
+        )
     means = {m: float(np.mean([r["auc"][m] for r in rows])) for m in methods}
     print("-" * len(head))
     print(f"{'mean':<24} {'':>4} {'':>5} " + " ".join(f"{means[m]:>8.3f}" for m in methods))
     best_baseline = max(means["L2-LR"], means["ET"])
     ratio = means["default"] / best_baseline
     worst = int(np.argmin(gaps))
-    print(f"\nratio mean(default) / best baseline mean = {means['default']:.3f} / {best_baseline:.3f} = {ratio:.3f}  (target >= 1.00)")
+    print(
+        f"\nratio mean(default) / best baseline mean = {means['default']:.3f} / {best_baseline:.3f} = {ratio:.3f}  (target >= 1.00)"
+    )
     print(f"worst table vs. its better baseline: {rows[worst]['table']} {gaps[worst]:+.3f}  (target >= -0.03)")
     if "study" in means:
         print(f"ratio mean(default) / mean(study) = {means['default'] / means['study']:.3f}")
@@ -190,7 +203,12 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         row = run_table(name, fits, args.folds, args.data)
         rows.append(row)
-        print(f"# {name}: " + ", ".join(f"{m} {a:.3f}" for m, a in row["auc"].items()) + f" ({time.perf_counter() - started:.0f} s)", flush=True)
+        print(
+            f"# {name}: "
+            + ", ".join(f"{m} {a:.3f}" for m, a in row["auc"].items())
+            + f" ({time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
         if args.out:
             with args.out.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")

@@ -96,8 +96,21 @@ def tree_rss_mib(pid: int) -> float:
 
 def mlflow_server(model_uri: str, env: dict[str, str], log_path: Path, workers: int = 1):
     port = free_port()
-    cmd = [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
-           "-h", "127.0.0.1", "-p", str(port), "--workers", str(workers)]
+    cmd = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        model_uri,
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
     with log_path.open("w") as log:
         process = subprocess.Popen(cmd, cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -138,13 +151,12 @@ def main() -> None:
     rad = pd.read_parquet(data / "features" / "radiomics.parquet").set_index("patient_id")
     deep = pd.read_parquet(data / "features" / "deep.parquet").set_index("patient_id")
     patients = [p for p in manifest.index if p in rad.index and p in deep.index]
+
     def plain(v):
         return v.item() if hasattr(v, "item") else v
 
     # Unknown (NaN) clinical values are left out, as a caller would (JSON has no NaN).
-    clinical = {
-        p: {k: plain(v) for k, v in manifest.loc[p, [*CLINICAL_NAMES]].items() if not pd.isna(v)} for p in patients
-    }
+    clinical = {p: {k: plain(v) for k, v in manifest.loc[p, [*CLINICAL_NAMES]].items() if not pd.isna(v)} for p in patients}
 
     def features(p: str) -> dict[str, float | None]:
         values = {**rad.loc[p, spec.radiomics_features].to_dict(), **deep.loc[p, spec.deep_features].to_dict()}
@@ -159,13 +171,16 @@ def main() -> None:
         home=tmp / "bentoml_home",
     )
     env.pop("CAGERISK_API_KEY", None)
-    print(f"model {args.model} = version {version.version}; {len(patients)} patients; "
-          f"{len(spec.radiomics_features)} radiomics + {len(spec.deep_features)} deep features per request")
+    print(
+        f"model {args.model} = version {version.version}; {len(patients)} patients; "
+        f"{len(spec.radiomics_features)} radiomics + {len(spec.deep_features)} deep features per request"
+    )
 
     results: dict[str, dict[str, float]] = {}
     mlflow_process, mlflow_url = mlflow_server(args.model, env, tmp / "mlflow-serve.log", args.workers)
     try:
         with httpx.Client(timeout=120, limits=httpx.Limits(max_connections=args.concurrency * 2)) as http:
+
             def send_mlflow(payload) -> bool:
                 return http.post(f"{mlflow_url}/invocations", json=payload).status_code == 200
 
@@ -177,6 +192,7 @@ def main() -> None:
 
     with serve("cagerisk.serving.service:CageRiskService", env, tmp / "bentoml-serve.log") as running:
         with httpx.Client(timeout=600, limits=httpx.Limits(max_connections=args.concurrency * 2)) as http:
+
             def send_bento(payload) -> bool:
                 return http.post(f"{running.url}/score_features", json=payload).status_code == 200
 
@@ -209,20 +225,28 @@ def main() -> None:
                     assert response.status_code == 200, response.text
 
     print()
-    print(f"{'server':<26} {'req/s':>8} {'p50 ms':>9} {'p99 ms':>9} {'failed':>7}   (concurrency {args.concurrency}, {args.requests} requests)")
+    print(
+        f"{'server':<26} {'req/s':>8} {'p50 ms':>9} {'p99 ms':>9} {'failed':>7}   (concurrency {args.concurrency}, {args.requests} requests)"
+    )
     for name, r in results.items():
         print(f"{name:<26} {r['rps']:>8.1f} {r['p50_ms']:>9.1f} {r['p99_ms']:>9.1f} {r['failures']:>7d}")
     b, m = results["bentoml /score_features"], results["mlflow models serve"]
-    print(f"ratio BentoML/MLflow: throughput {b['rps'] / m['rps']:.2f}x, p50 latency {b['p50_ms'] / m['p50_ms']:.2f}x, "
-          f"p99 latency {b['p99_ms'] / m['p99_ms']:.2f}x")
+    print(
+        f"ratio BentoML/MLflow: throughput {b['rps'] / m['rps']:.2f}x, p50 latency {b['p50_ms'] / m['p50_ms']:.2f}x, "
+        f"p99 latency {b['p99_ms'] / m['p99_ms']:.2f}x"
+    )
     if soak:
         growth = (soak["rss_end"] - soak["rss_start"]) / soak["rss_start"] * 100.0
-        print(f"soak /score_features {args.seconds:g} s, concurrency {args.concurrency}: {soak['requests']} requests, "
-              f"{soak['failures']} errors, {soak['rps']:.1f} req/s, p50 {soak['p50_ms']:.1f} ms, p99 {soak['p99_ms']:.1f} ms; "
-              f"server RSS {soak['rss_start']:.0f} MiB at start, {soak['rss_end']:.0f} MiB at end ({growth:+.1f} %)")
+        print(
+            f"soak /score_features {args.seconds:g} s, concurrency {args.concurrency}: {soak['requests']} requests, "
+            f"{soak['failures']} errors, {soak['rps']:.1f} req/s, p50 {soak['p50_ms']:.1f} ms, p99 {soak['p99_ms']:.1f} ms; "
+            f"server RSS {soak['rss_start']:.0f} MiB at start, {soak['rss_end']:.0f} MiB at end ({growth:+.1f} %)"
+        )
     if score_ms:
-        print(f"/score (images of one demo patient, {len(score_ms)} sequential calls): p50 {statistics.median(score_ms) / 1000:.2f} s, "
-              f"min {min(score_ms) / 1000:.2f} s, max {max(score_ms) / 1000:.2f} s")
+        print(
+            f"/score (images of one demo patient, {len(score_ms)} sequential calls): p50 {statistics.median(score_ms) / 1000:.2f} s, "
+            f"min {min(score_ms) / 1000:.2f} s, max {max(score_ms) / 1000:.2f} s"
+        )
     else:
         print("/score: the model scores precomputed features only (no image bundle); not timed")
 

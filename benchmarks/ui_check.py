@@ -62,7 +62,15 @@ def chromium() -> str:
 def render(url: str, screenshot: Path, user_data: Path, size: str = "1600,1500") -> str:
     """Load ``url`` in headless Chromium; save a screenshot and return the DOM after scripts ran."""
     done = subprocess.run(
-        [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={user_data}", f"--window-size={size}", f"--screenshot={screenshot}", "--dump-dom", url],
+        [
+            chromium(),
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={user_data}",
+            f"--window-size={size}",
+            f"--screenshot={screenshot}",
+            "--dump-dom",
+            url,
+        ],
         capture_output=True,
         text=True,
         encoding="utf-8",
@@ -123,7 +131,12 @@ def run_checks(store: str, out: Path, experiment: str, model: str) -> list[dict]
             )
 
             # 2. The pipeline run page: headline metrics and summary.
-            dom = render(f"{url}/#/experiments/{exp_id}/runs/{run_id}?{ML}", out / "mlflow-pipeline-run.png", tmp_path / "c2", size="1600,3200")
+            dom = render(
+                f"{url}/#/experiments/{exp_id}/runs/{run_id}?{ML}",
+                out / "mlflow-pipeline-run.png",
+                tmp_path / "c2",
+                size="1600,3200",
+            )
             wanted = [k for k in ("combined_val_auc", "combined_test_auc", "heldout_auc_ratio") if k in metrics]
             shown = [k for k in wanted if k in dom]
             check(

@@ -87,8 +87,16 @@ def measure(name: str, device: torch.device, batch_size: int, steps: int, warmup
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    return {"config": name, "bf16": bf16, "compile": compile, "batch_size": batch_size, "input": size,
-            "steps": steps, "seconds": seconds, "samples_per_s": steps * batch_size / seconds}
+    return {
+        "config": name,
+        "bf16": bf16,
+        "compile": compile,
+        "batch_size": batch_size,
+        "input": size,
+        "steps": steps,
+        "seconds": seconds,
+        "samples_per_s": steps * batch_size / seconds,
+    }
 
 
 def main() -> None:

@@ -42,7 +42,10 @@ def clean_copy(tmp_path: Path) -> tuple[Path, dict[str, str]]:
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
         "CAGERISK_PARENT_RUN_ID": "",
-        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
     }
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
         subprocess.run(cmd, cwd=repo, env=env, check=True)
@@ -50,7 +53,16 @@ def clean_copy(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 
 def _dvc(repo: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "dvc"), *args], cwd=repo, env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600)
+    return subprocess.run(
+        [str(BIN / "dvc"), *args],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=600,
+    )
 
 
 def test_pipeline_graph_has_every_stage_in_order(clean_copy):

@@ -23,9 +23,7 @@ STAGES: dict[str, str] = {
     "register": "pipelines.register",
 }
 
-USAGE = "usage: cagerisk <stage> [hydra overrides...]\n\nstages:\n" + "\n".join(
-    f"  {name}" for name in STAGES
-)
+USAGE = "usage: cagerisk <stage> [hydra overrides...]\n\nstages:\n" + "\n".join(f"  {name}" for name in STAGES)
 
 
 def main(argv: list[str] | None = None) -> None:

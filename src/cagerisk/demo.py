@@ -105,7 +105,9 @@ def register(parent_run_id: str) -> dict[str, Any]:
         cwd=ROOT,
         env=_environment(parent_run_id),
         capture_output=True,
-        text=True, encoding="utf-8", errors="replace",
+        text=True,
+        encoding="utf-8",
+        errors="replace",
     )
     if done.returncode != 0:
         console.print(done.stdout[-3000:], done.stderr[-5000:])
@@ -154,9 +156,10 @@ def serve_and_score(tracking_uri: str, cohort_dir: Path) -> dict[str, Any]:
     tag = imported["bento"]
     log_path = ROOT / "bentoml_home" / "demo-serve.log"
     # The server runs only inside this block: leaving it (normally or on an error) stops its process group.
-    with console.status("[bold]bentoml serve[/bold] on 127.0.0.1 (loading the model) ...") as status, serve(
-        tag, env, log_path
-    ) as running:
+    with (
+        console.status("[bold]bentoml serve[/bold] on 127.0.0.1 (loading the model) ...") as status,
+        serve(tag, env, log_path) as running,
+    ):
         status.stop()
         console.print(f"[green]serving[/green] {tag} at {running.url} (OpenAPI docs: {running.url}/ ; log {log_path})")
         with CageRiskClient.from_env(running.url) as client:
@@ -187,7 +190,9 @@ def main() -> None:
         )
     )
     served = serve_and_score(tracking_uri, Path(str(cfg.paths.cohort)).resolve())
-    console.print(Panel(json.dumps(served["response"], indent=2), title=f"POST /score  ({', '.join(served['request']['files'])})"))
+    console.print(
+        Panel(json.dumps(served["response"], indent=2), title=f"POST /score  ({', '.join(served['request']['files'])})")
+    )
     console.print(f"outputs:          {Path(str(cfg.paths.data)).resolve()}")
     console.print(f"MLflow run:       {run_id}  (store: {tracking_uri})")
     console.print(f"MLflow UI:        {BIN / 'mlflow'} ui --backend-store-uri {tracking_uri} --port 5000")

@@ -20,7 +20,9 @@ def test_label_map_is_complete_and_unique():
 
 def test_rois_cover_every_structure_of_the_study():
     assert ("ct", "vertebra") in sequence_rois()
-    assert {("t1", "disc"), ("t2", "disc"), ("t2ax", "psoas"), ("t2ax", "quadratus"), ("t1ax", "paraspinal")} <= set(sequence_rois())
+    assert {("t1", "disc"), ("t2", "disc"), ("t2ax", "psoas"), ("t2ax", "quadratus"), ("t1ax", "paraspinal")} <= set(
+        sequence_rois()
+    )
     assert all("_" not in s for s in SEQUENCES) and all("_" not in r for rois in ROIS.values() for r in rois)
     assert SEQUENCE_STRUCTURES.keys() == set(SEQUENCES)
 

@@ -12,7 +12,9 @@ def test_paper_counts():
 def test_stratified_split_is_exact_and_proportional():
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"cs": rng.random(305) < 0.25, "center": rng.choice(list("ABC"), 305, p=[0.45, 0.33, 0.22])})
-    split = assign_splits(frame, "cs", {"train": 0.7, "val": 0.2, "test": 0.1}, seed=1, counts={"train": 214, "val": 61, "test": 30})
+    split = assign_splits(
+        frame, "cs", {"train": 0.7, "val": 0.2, "test": 0.1}, seed=1, counts={"train": 214, "val": 61, "test": 30}
+    )
     assert split.value_counts().to_dict() == {"train": 214, "val": 61, "test": 30}
     prevalence = frame.groupby(split)["cs"].mean()
     assert prevalence.max() - prevalence.min() < 0.03
@@ -20,7 +22,9 @@ def test_stratified_split_is_exact_and_proportional():
         share = (frame["center"] == center).groupby(split).mean()
         assert share.max() - share.min() < 0.05
     # deterministic for a seed
-    again = assign_splits(frame, "cs", {"train": 0.7, "val": 0.2, "test": 0.1}, seed=1, counts={"train": 214, "val": 61, "test": 30})
+    again = assign_splits(
+        frame, "cs", {"train": 0.7, "val": 0.2, "test": 0.1}, seed=1, counts={"train": 214, "val": 61, "test": 30}
+    )
     assert split.equals(again)
 
 

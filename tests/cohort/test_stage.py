@@ -15,8 +15,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_cli_runs_stage_and_logs_to_mlflow(tmp_path: Path):
     cmd = [
-        sys.executable, "-m", "cagerisk.cli", "cohort", "cohort=tiny", "cohort.n_patients=4",
-        f"paths.data={tmp_path}/data", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        sys.executable,
+        "-m",
+        "cagerisk.cli",
+        "cohort",
+        "cohort=tiny",
+        "cohort.n_patients=4",
+        f"paths.data={tmp_path}/data",
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
         f"tracking.artifact_root={tmp_path}/artifacts",
     ]
     env = {**os.environ, "CAGERISK_PARENT_RUN_ID": ""}
@@ -34,7 +40,9 @@ def test_cli_runs_stage_and_logs_to_mlflow(tmp_path: Path):
 
 
 def test_unknown_stage_is_a_clear_error():
-    proc = subprocess.run([sys.executable, "-m", "cagerisk.cli", "nonsense"], capture_output=True, text=True, encoding="utf-8", cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cagerisk.cli", "nonsense"], capture_output=True, text=True, encoding="utf-8", cwd=ROOT
+    )
     assert proc.returncode == 2 and "unknown stage 'nonsense'" in proc.stderr
 
 

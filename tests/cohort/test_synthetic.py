@@ -79,7 +79,9 @@ def test_second_reader_differs_by_a_voxel_or_two(tiny_cohort: Path):
 
 
 def _digests(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def test_same_seed_gives_byte_identical_cohort(make_config, tmp_path: Path):

@@ -1,15 +1,21 @@
 """Table 1 tests against scipy on data whose properties are known."""
 
-import numpy as np
-import pandas as pd
-from scipy import stats
-
 import itertools
 
+import numpy as np
+import pandas as pd
 import pytest
+from scipy import stats
 
 from cagerisk.cohort import table1 as table1_module
-from cagerisk.cohort.table1 import build_table1, compare_categorical, compare_many_continuous, compare_two_continuous, fisher_exact_rxc, table1_markdown
+from cagerisk.cohort.table1 import (
+    build_table1,
+    compare_categorical,
+    compare_many_continuous,
+    compare_two_continuous,
+    fisher_exact_rxc,
+    table1_markdown,
+)
 
 
 def test_normal_equal_variances_use_students_t():

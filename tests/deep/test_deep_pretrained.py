@@ -35,12 +35,18 @@ def timm_style_2d_checkpoint(path: Path, in_chans: int = 3, cls_token: bool = Tr
     for i in range(2):
         p = f"blocks.{i}."
         state |= {
-            p + "norm1.weight": torch.randn(HIDDEN), p + "norm1.bias": torch.randn(HIDDEN),
-            p + "attn.qkv.weight": torch.randn(3 * HIDDEN, HIDDEN), p + "attn.qkv.bias": torch.randn(3 * HIDDEN),
-            p + "attn.proj.weight": torch.randn(HIDDEN, HIDDEN), p + "attn.proj.bias": torch.randn(HIDDEN),
-            p + "norm2.weight": torch.randn(HIDDEN), p + "norm2.bias": torch.randn(HIDDEN),
-            p + "mlp.fc1.weight": torch.randn(64, HIDDEN), p + "mlp.fc1.bias": torch.randn(64),
-            p + "mlp.fc2.weight": torch.randn(HIDDEN, 64), p + "mlp.fc2.bias": torch.randn(HIDDEN),
+            p + "norm1.weight": torch.randn(HIDDEN),
+            p + "norm1.bias": torch.randn(HIDDEN),
+            p + "attn.qkv.weight": torch.randn(3 * HIDDEN, HIDDEN),
+            p + "attn.qkv.bias": torch.randn(3 * HIDDEN),
+            p + "attn.proj.weight": torch.randn(HIDDEN, HIDDEN),
+            p + "attn.proj.bias": torch.randn(HIDDEN),
+            p + "norm2.weight": torch.randn(HIDDEN),
+            p + "norm2.bias": torch.randn(HIDDEN),
+            p + "mlp.fc1.weight": torch.randn(64, HIDDEN),
+            p + "mlp.fc1.bias": torch.randn(64),
+            p + "mlp.fc2.weight": torch.randn(HIDDEN, 64),
+            p + "mlp.fc2.bias": torch.randn(HIDDEN),
         }
     # Saved the way training scripts do: wrapped, with a "model." prefix.
     torch.save({"state_dict": {f"model.{k}": v for k, v in state.items()}, "epoch": 3}, path)
@@ -56,8 +62,12 @@ def test_2d_checkpoint_inflates_into_the_3d_backbone(tmp_path: Path):
     assert set(report.inflated) == {"patch_embedding.patch_embeddings.weight", "patch_embedding.position_embeddings"}
     assert "blocks.1.mlp.linear1.weight" in report.loaded and "blocks.0.attn.out_proj.bias" in report.loaded
     assert set(report.unexpected) == {"model.cls_token", "model.head.weight", "model.head.bias"}
-    assert report.missing == ["blocks.0.norm_cross_attn.weight", "blocks.0.norm_cross_attn.bias",
-                              "blocks.1.norm_cross_attn.weight", "blocks.1.norm_cross_attn.bias"]
+    assert report.missing == [
+        "blocks.0.norm_cross_attn.weight",
+        "blocks.0.norm_cross_attn.bias",
+        "blocks.1.norm_cross_attn.weight",
+        "blocks.1.norm_cross_attn.bias",
+    ]
     torch.testing.assert_close(net.blocks[1].mlp.linear1.weight, state["blocks.1.mlp.fc1.weight"])
     torch.testing.assert_close(net.blocks[0].attn.out_proj.weight, state["blocks.0.attn.proj.weight"])
 
@@ -66,8 +76,9 @@ def test_2d_checkpoint_inflates_into_the_3d_backbone(tmp_path: Path):
     slice_2d = torch.randn(1, 1, SIZE, SIZE)
     volume = slice_2d[..., None].expand(1, 1, SIZE, SIZE, SIZE)
     out_3d = net.patch_embedding.patch_embeddings(volume)  # [1, D, 4, 4, 4]
-    out_2d = nn.functional.conv2d(slice_2d.expand(1, 3, SIZE, SIZE), state["patch_embed.proj.weight"],
-                                  state["patch_embed.proj.bias"], stride=PATCH)
+    out_2d = nn.functional.conv2d(
+        slice_2d.expand(1, 3, SIZE, SIZE), state["patch_embed.proj.weight"], state["patch_embed.proj.bias"], stride=PATCH
+    )
     for depth in range(out_3d.shape[-1]):
         torch.testing.assert_close(out_3d[..., depth], out_2d, rtol=1e-4, atol=1e-4)
     # Position embeddings: the 2-D grid (class token dropped) repeated along the new axis.

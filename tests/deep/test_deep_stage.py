@@ -48,9 +48,13 @@ def vit2d_checkpoint(path: Path) -> None:
     """A 2-D ViT checkpoint (timm names) matching the tiny backbone's width."""
     torch.manual_seed(0)
     torch.save(
-        {"patch_embed.proj.weight": torch.randn(32, 3, 8, 8), "patch_embed.proj.bias": torch.randn(32),
-         "blocks.0.mlp.fc1.weight": torch.randn(64, 32), "blocks.0.norm1.weight": torch.randn(32),
-         "head.weight": torch.randn(10, 32)},
+        {
+            "patch_embed.proj.weight": torch.randn(32, 3, 8, 8),
+            "patch_embed.proj.bias": torch.randn(32),
+            "blocks.0.mlp.fc1.weight": torch.randn(64, 32),
+            "blocks.0.norm1.weight": torch.randn(32),
+            "head.weight": torch.randn(10, 32),
+        },
         path,
     )
 
@@ -83,8 +87,13 @@ def test_deep_stage_end_to_end(tiny_cohort: Path, make_config, tmp_path: Path):
     deep_metrics = json.loads((Path(cfg.paths.features) / "deep_metrics.json").read_text())
     assert "val_auc" in deep_metrics and not [k for k in deep_metrics if "test" in k]
     assert not [k for k in run.data.metrics if "test" in k]
-    report = json.loads(Path(mlflow.artifacts.download_artifacts(
-        run_id=run.info.run_id, artifact_path="pretrained_report.json", tracking_uri=cfg.tracking.uri)).read_text())
+    report = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run.info.run_id, artifact_path="pretrained_report.json", tracking_uri=cfg.tracking.uri
+            )
+        ).read_text()
+    )
     assert report["unexpected"] == ["head.weight"]
     models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
     assert any(m.source_run_id == run.info.run_id and m.name == "vit3d" for m in models)
@@ -112,8 +121,7 @@ def test_deep_stage_end_to_end(tiny_cohort: Path, make_config, tmp_path: Path):
 
 def test_datamodule_trains_on_the_training_split_only():
     samples = [
-        {"image": torch.zeros(1, 4, 4, 4), "input_index": 0, "label": float(i % 4 == 0), "patient_id": f"P{i}",
-         "split": split}
+        {"image": torch.zeros(1, 4, 4, 4), "input_index": 0, "label": float(i % 4 == 0), "patient_id": f"P{i}", "split": split}
         for i, split in enumerate(["train"] * 8 + ["val"] * 4 + ["test"] * 4 + [None])
     ]
     dm = DeepDataModule(samples, batch_size=4, augment={"enabled": False})
@@ -151,9 +159,15 @@ def test_unknown_input_is_a_clear_error():
 
 def test_paper_size_vit_forward_backward(make_config):
     cfg = make_config("deep=vit3d")
-    assert (cfg.deep.backbone.img_size, cfg.deep.backbone.patch_size, cfg.deep.backbone.hidden_size,
-            cfg.deep.backbone.num_layers, cfg.deep.backbone.num_heads, cfg.deep.backbone.mlp_dim, cfg.deep.lr) == (
-        128, 16, 1024, 6, 8, 2048, 2e-5)
+    assert (
+        cfg.deep.backbone.img_size,
+        cfg.deep.backbone.patch_size,
+        cfg.deep.backbone.hidden_size,
+        cfg.deep.backbone.num_layers,
+        cfg.deep.backbone.num_heads,
+        cfg.deep.backbone.mlp_dim,
+        cfg.deep.lr,
+    ) == (128, 16, 1024, 6, 8, 2048, 2e-5)
     net = build_deep_net(OmegaConf.to_container(cfg.deep, resolve=True), deep_inputs(None))
     image = torch.randn(1, 1, 128, 128, 128)
     logit = net(image, torch.tensor([3]))

@@ -78,7 +78,9 @@ def test_pearson_pruning_removes_the_hub_not_its_neighbours():
     # rule would drop x1 and x2 instead.
     rng = np.random.default_rng(2)
     z = rng.normal(size=4000)
-    X = np.column_stack([z, z + rng.normal(0, np.sqrt(0.15), 4000), z + rng.normal(0, np.sqrt(0.15), 4000), rng.normal(size=4000)])
+    X = np.column_stack(
+        [z, z + rng.normal(0, np.sqrt(0.15), 4000), z + rng.normal(0, np.sqrt(0.15), 4000), rng.normal(size=4000)]
+    )
     pruner = PearsonPruner(threshold=0.9).fit(X)
     np.testing.assert_array_equal(pruner.get_support(), [False, True, True, True])
     kept = np.corrcoef(pruner.transform(X), rowvar=False)
@@ -133,7 +135,12 @@ def _selection_cfg(**icc):
 
     return OmegaConf.create(
         {
-            "icc": {"enabled": False, "apply_to": ["radiomics"], "filter": {"_target_": "sklearn.feature_selection.VarianceThreshold", "threshold": 0.5}, **icc},
+            "icc": {
+                "enabled": False,
+                "apply_to": ["radiomics"],
+                "filter": {"_target_": "sklearn.feature_selection.VarianceThreshold", "threshold": 0.5},
+                **icc,
+            },
             "radiomics": {
                 "impute": {"_target_": "sklearn.impute.SimpleImputer", "strategy": "median"},
                 "scale": {"_target_": "cagerisk.features.MedianIQRScaler"},

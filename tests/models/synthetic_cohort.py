@@ -67,9 +67,7 @@ def make_synthetic_cohort(root: Path, n: int = 96, n_rad: int = 60, n_deep: int 
     held = split != "train"
     from sklearn.metrics import roc_auc_score
 
-    (cohort / "oracle.json").write_text(
-        json.dumps({"oracle_auc": {"val+test": float(roc_auc_score(cs[held], risk[held]))}})
-    )
+    (cohort / "oracle.json").write_text(json.dumps({"oracle_auc": {"val+test": float(roc_auc_score(cs[held], risk[held]))}}))
     table1 = pd.DataFrame({"variable": ["age", "bmi"], "train": ["62 (10)", "25 (4)"], "val": ["61 (9)", "26 (4)"]})
     table1.to_csv(cohort / "table1.csv", index=False)
     (cohort / "table1.md").write_text("| variable | train |\n|---|---|\n| age | 62 (10) |\n")
@@ -115,4 +113,3 @@ def tiny_overrides(root: Path) -> list[str]:
 def compose_config(overrides: list[str]):
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         return compose("config", overrides=overrides)
-

@@ -34,7 +34,10 @@ def test_linear_cv_scores_are_out_of_fold_and_c_is_the_best_mean_fold_auc():
     folds = list(StratifiedKFold(5, shuffle=True, random_state=0).split(Z, y))
     means = []
     for C in model.Cs:
-        aucs = [roc_auc_score(y[v], LogisticRegression(C=C, solver="liblinear").fit(Z[t], y[t]).decision_function(Z[v])) for t, v in folds]
+        aucs = [
+            roc_auc_score(y[v], LogisticRegression(C=C, solver="liblinear").fit(Z[t], y[t]).decision_function(Z[v]))
+            for t, v in folds
+        ]
         means.append(np.mean(aucs))
     assert model.C_ == model.Cs[int(np.argmax(means))]
     assert model.cv_auc_ == pytest.approx(max(means))

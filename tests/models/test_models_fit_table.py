@@ -63,7 +63,16 @@ def test_permuted_labels_give_chance_auc_through_the_cli(tmp_path):
         "tracking.enabled=false",
         *FAST,
     ]
-    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    proc = subprocess.run(
+        command,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=600,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     for key in ("auc", "auc_ci_low", "auc_ci_high", "n", "n_features_in", "selected_features", "best_classifier"):
@@ -76,7 +85,14 @@ def test_permuted_labels_give_chance_auc_through_the_cli(tmp_path):
 def test_real_signal_is_found_with_the_same_settings(tmp_path):
     table = pyradiomics_like_table(tmp_path / "signal.csv")
     cfg = compose_config(
-        [f"++table={table}", "++id_col=case_id", "++label_col=outcome", "++positive_label=subsided", "tracking.enabled=false", *[f"++{o}" for o in FAST]]
+        [
+            f"++table={table}",
+            "++id_col=case_id",
+            "++label_col=outcome",
+            "++positive_label=subsided",
+            "tracking.enabled=false",
+            *[f"++{o}" for o in FAST],
+        ]
     )
     result = run_fit_table(cfg)
     assert result["auc"] > 0.8
@@ -110,7 +126,14 @@ def test_the_default_stack_is_fitted_without_an_inner_search_and_stays_honest(tm
     give chance AUC, real signal is found, and the interval is the corrected k-fold one around it."""
     table = pyradiomics_like_table(tmp_path / "t.csv", permute=permute, seed=4)
     cfg = compose_config(
-        [f"++table={table}", "++id_col=case_id", "++label_col=outcome", "++positive_label=subsided", "tracking.enabled=false", *[f"++{o}" for o in DEFAULT_FAST]]
+        [
+            f"++table={table}",
+            "++id_col=case_id",
+            "++label_col=outcome",
+            "++positive_label=subsided",
+            "tracking.enabled=false",
+            *[f"++{o}" for o in DEFAULT_FAST],
+        ]
     )
     result = run_fit_table(cfg)
     assert result["classifier_votes"] == {"stack": 8} and result["best_classifier"] == "stack"

@@ -71,7 +71,10 @@ def test_target_lists_narrow_the_global_include_list():
 
     default = compose_config(["sweep=default"])
     assert {t: list(target_zoo(default, t)) for t in ("rad", "dl", "clinical", "combined")} == {
-        "rad": ["stack"], "dl": ["lr_cv"], "clinical": ["lr_cv"], "combined": ["lr_cv"]
+        "rad": ["stack"],
+        "dl": ["lr_cv"],
+        "clinical": ["lr_cv"],
+        "combined": ["lr_cv"],
     }
     assert [n for n, _ in target_selection_steps(default, "rad", "radiomics")] == ["impute", "scale"]
     assert [n for n, _ in target_selection_steps(default, "dl", "deep")] == ["impute", "reduce"]
@@ -117,7 +120,9 @@ def test_cached_folds_score_exactly_what_cv_of_the_whole_pipeline_scores(cfg):
 def test_a_rerun_on_the_same_data_adds_no_trial_and_a_changed_table_gets_a_new_study(cfg, tmp_path):
     X, y = _data(60, 8)
     zoo = load_zoo(cfg.classifier, include=["lr", "nb"])
-    settings = SearchSettings(n_trials=3, cv_folds=3, storage=f"sqlite:///{tmp_path}/o.db", seed=1, pruner=None, log_trials=False, fit_best=False)
+    settings = SearchSettings(
+        n_trials=3, cv_folds=3, storage=f"sqlite:///{tmp_path}/o.db", seed=1, pruner=None, log_trials=False, fit_best=False
+    )
     first = search_classifier("rad", X, y, [], zoo, settings)
     again = search_classifier("rad", X, y, [], zoo, settings)
     assert (first.n_trials_added, again.n_trials_added, again.n_trials_total) == (3, 0, 3)
@@ -181,7 +186,9 @@ def test_study_fingerprint_text_is_the_same_in_every_process(cfg):
     ]
     assert texts[0] == texts[1] and " at 0x" not in texts[0]
     assert "cagerisk.models.clinical.logit_clipped" in texts[0]
-    for _, step in build_selection_steps(cfg.selection, "radiomics", seed=0) + build_selection_steps(cfg.selection, "deep", seed=0):
+    for _, step in build_selection_steps(cfg.selection, "radiomics", seed=0) + build_selection_steps(
+        cfg.selection, "deep", seed=0
+    ):
         assert step_settings(step) == repr(sorted(step.get_params(deep=True).items(), key=lambda kv: kv[0]))
 
 
@@ -195,14 +202,16 @@ def test_two_concurrent_processes_share_one_sqlite_study(tmp_path):
             [sys.executable, str(script), str(w), storage, str(tmp_path), str(CONF)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            text=True, encoding="utf-8", errors="replace",
+            text=True,
+            encoding="utf-8",
+            errors="replace",
             env=env,
             cwd=ROOT,
         )
         for w in (0, 1)
     ]
     outputs = [p.communicate(timeout=300) for p in procs]
-    for proc, (out, err) in zip(procs, outputs):
+    for proc, (_out, err) in zip(procs, outputs, strict=False):
         assert proc.returncode == 0, err[-3000:]
     study_names = {out.split()[0] for out, _ in outputs}
     assert len(study_names) == 1, "same data and set-up must give the same study"
@@ -233,7 +242,14 @@ def test_a_classifier_with_zero_one_probabilities_fails_its_trials(cfg, tmp_path
     nb = trials[trials["classifier"] == "nb"] if "classifier" in trials else trials.iloc[0:0]
     assert len(nb) and (nb["state"] == "FAIL").all(), trials
     assert result.best_classifier == "lr"
-    off = SearchSettings(n_trials=4, cv_folds=3, storage=f"sqlite:///{tmp_path}/b.db", seed=0, pruner=None, log_trials=False,
-                         max_degenerate_share=None)
+    off = SearchSettings(
+        n_trials=4,
+        cv_folds=3,
+        storage=f"sqlite:///{tmp_path}/b.db",
+        seed=0,
+        pruner=None,
+        log_trials=False,
+        max_degenerate_share=None,
+    )
     unguarded = search_classifier("rad", X, y, [], load_zoo(cfg.classifier, include=["nb"]), off)
     assert (unguarded.trials["state"] == "COMPLETE").all()

@@ -35,12 +35,18 @@ def test_signatures_outputs(stages, synthetic_root):
     for target in ("rad", "dl"):
         entry = summary["signatures"][target]
         selection = pd.read_csv(out / f"{target}_selection.csv")
-        assert list(selection["step"]) == (["impute", "scale", "ftest", "pearson", "lasso"] if target == "rad" else ["impute", "reduce", "ftest", "pearson", "lasso"])
+        assert list(selection["step"]) == (
+            ["impute", "scale", "ftest", "pearson", "lasso"]
+            if target == "rad"
+            else ["impute", "reduce", "ftest", "pearson", "lasso"]
+        )
         assert (selection["n_removed"] >= 0).all()
         assert entry["n_trials_total"] == 4 and entry["best_classifier"] in {"lr", "nb", "dt"}
         pipeline = joblib.load(out / f"{target}_pipeline.joblib")
         train = scores["split"] == "train"
-        table = pd.read_parquet(synthetic_root / "features" / ("radiomics.parquet" if target == "rad" else "deep.parquet")).set_index("patient_id")
+        table = pd.read_parquet(
+            synthetic_root / "features" / ("radiomics.parquet" if target == "rad" else "deep.parquet")
+        ).set_index("patient_id")
         X = table.loc[scores["patient_id"]]
         column = f"{target}_sign"
         # Held-out scores are the fitted pipeline's; training scores are out-of-fold, not in-sample.
@@ -71,14 +77,27 @@ def test_combined_model_outputs_and_serving_function(stages, synthetic_root):
     cfg, _, summary, _ = stages
     out = synthetic_root / "models" / "combined"
     scores = pd.read_parquet(out / "scores.parquet")
-    for column in ("patient_id", "split", "cs", "rad_sign", "dl_sign", "age", "osteoporosis", "clinical_model", "combined", "risk_class"):
+    for column in (
+        "patient_id",
+        "split",
+        "cs",
+        "rad_sign",
+        "dl_sign",
+        "age",
+        "osteoporosis",
+        "clinical_model",
+        "combined",
+        "risk_class",
+    ):
         assert column in scores.columns
     assert "osteoporosis" in summary["clinical_significant"]
     model: CombinedModel = joblib.load(out / "model.joblib")
     threshold = json.loads((out / "threshold.json").read_text())["threshold"]
     assert model.threshold == pytest.approx(threshold)
     val = scores[scores["split"] == "val"]
-    fpr_tpr = [(np.mean(val.loc[val.cs == 0, "combined"] >= t), np.mean(val.loc[val.cs == 1, "combined"] >= t)) for t in val["combined"]]
+    fpr_tpr = [
+        (np.mean(val.loc[val.cs == 0, "combined"] >= t), np.mean(val.loc[val.cs == 1, "combined"] >= t)) for t in val["combined"]
+    ]
     assert max(tp - fp for fp, tp in fpr_tpr) == pytest.approx(
         np.mean(val.loc[val.cs == 1, "combined"] >= threshold) - np.mean(val.loc[val.cs == 0, "combined"] >= threshold)
     )
@@ -111,7 +130,15 @@ def test_evaluation_report_and_metrics(stages, synthetic_root):
     html = (reports / "report.html").read_text()
     for heading in ("Table 1.", "Table 2.", "Figure 1.", "Figure 2.", "Figure 3.", "DeLong", "Feature importance", "readers"):
         assert heading in html, heading
-    for image in ("fig1_lasso_rad", "fig1_lasso_dl", "fig2_roc", "fig3_calibration_dca_val", "fig3_calibration_dca_test", "fig4_importance", "fig5_readers"):
+    for image in (
+        "fig1_lasso_rad",
+        "fig1_lasso_dl",
+        "fig2_roc",
+        "fig3_calibration_dca_val",
+        "fig3_calibration_dca_test",
+        "fig4_importance",
+        "fig5_readers",
+    ):
         assert f"evaluation/{image}.png" in html
         assert (reports / "evaluation" / f"{image}.png").stat().st_size > 10_000
     saved = json.loads((reports / "metrics.json").read_text())
@@ -173,7 +200,10 @@ def test_only_evaluate_computes_test_split_metrics(stages, synthetic_root):
     runs = mlflow.search_runs(experiment_names=[cfg.tracking.experiment], output_format="pandas")
     by_stage = runs.set_index("run_id")["tags.cagerisk.stage"]
     parents = runs["tags.mlflow.parentRunId"] if "tags.mlflow.parentRunId" in runs else pd.Series(index=runs.index, dtype=object)
-    stage_of = [by_stage.get(parent) if isinstance(parent, str) and parent in by_stage.index else stage for stage, parent in zip(runs["tags.cagerisk.stage"], parents)]
+    stage_of = [
+        by_stage.get(parent) if isinstance(parent, str) and parent in by_stage.index else stage
+        for stage, parent in zip(runs["tags.cagerisk.stage"], parents, strict=False)
+    ]
     metric_columns = [c for c in runs.columns if c.startswith("metrics.")]
     for stage in ("signatures", "combined"):
         rows = runs[[s == stage for s in stage_of]]

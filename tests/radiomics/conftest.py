@@ -82,9 +82,7 @@ def patient_image(labels: np.ndarray, seed: int) -> np.ndarray:
     return image.astype(np.float32)
 
 
-def make_tiny_cohort(
-    root: Path, n_patients: int = 3, sequences: tuple[str, ...] = ("ct", "t2"), seed: int = 0
-) -> pd.DataFrame:
+def make_tiny_cohort(root: Path, n_patients: int = 3, sequences: tuple[str, ...] = ("ct", "t2"), seed: int = 0) -> pd.DataFrame:
     """Write images, label maps and ``manifest.csv`` (relative paths); return it with absolute paths."""
     rows = []
     for i in range(n_patients):

@@ -37,9 +37,19 @@ def dask_cluster(tmp_path_factory):
     logs = [open(tmp_path / f"{name}.log", "w") for name in ("scheduler", "worker-a", "worker-b")]
     procs = [
         subprocess.Popen(
-            [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-             "--scheduler-file", str(scheduler_file)],
-            stdout=logs[0], stderr=subprocess.STDOUT,
+            [
+                str(BIN / "dask"),
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(scheduler_file),
+            ],
+            stdout=logs[0],
+            stderr=subprocess.STDOUT,
         )
     ]
     try:
@@ -53,9 +63,23 @@ def dask_cluster(tmp_path_factory):
         for i, log in enumerate(logs[1:]):
             procs.append(
                 subprocess.Popen(
-                    [str(BIN / "dask"), "worker", address, "--host", "127.0.0.1", "--nthreads", "1",
-                     "--no-nanny", "--no-dashboard", "--name", f"w{i}", "--memory-limit", "2GiB"],
-                    stdout=log, stderr=subprocess.STDOUT,
+                    [
+                        str(BIN / "dask"),
+                        "worker",
+                        address,
+                        "--host",
+                        "127.0.0.1",
+                        "--nthreads",
+                        "1",
+                        "--no-nanny",
+                        "--no-dashboard",
+                        "--name",
+                        f"w{i}",
+                        "--memory-limit",
+                        "2GiB",
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                 )
             )
         with Client(address, timeout="30s") as client:

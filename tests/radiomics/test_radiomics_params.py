@@ -70,7 +70,11 @@ def test_hydra_override_changes_only_its_sequence():
 def test_feature_names_split_into_their_five_parts():
     name = parse_feature_column("t2_disc_wavelet-LLH_glcm_Contrast")
     assert (name.sequence, name.roi, name.image_type, name.feature_class, name.feature) == (
-        "t2", "disc", "wavelet-LLH", "glcm", "Contrast"
+        "t2",
+        "disc",
+        "wavelet-LLH",
+        "glcm",
+        "Contrast",
     )
     assert parse_feature_column("ct_vertebra_log-sigma-4-0-mm-3D_firstorder_Mean").image_type == "log-sigma-4-0-mm-3D"
     with pytest.raises(ValueError):
@@ -85,14 +89,22 @@ def test_real_settings_give_more_than_1000_features_per_roi(roi_cohort):
     manifest = roi_cohort(n_patients=1, sequences=("ct",))
     p = params_by_sequence(_radiomics_cfg(), ["ct"])["ct"]
     task = RoiTask(
-        "P000", "ct", "vertebra", manifest.loc[0, "ct_image"], manifest.loc[0, "ct_mask"], (3, 4, 5, 6),
-        p.extractor_params(), p.sha256,
+        "P000",
+        "ct",
+        "vertebra",
+        manifest.loc[0, "ct_image"],
+        manifest.loc[0, "ct_mask"],
+        (3, 4, 5, 6),
+        p.extractor_params(),
+        p.sha256,
     )
     features = prefixed_features("ct", "vertebra", extract_roi(task))
     assert len(features) > 1000
     image_types = {parse_feature_column(c).image_type for c in features}
     assert image_types == {
-        "original", "log-sigma-2-0-mm-3D", "log-sigma-4-0-mm-3D",
+        "original",
+        "log-sigma-2-0-mm-3D",
+        "log-sigma-4-0-mm-3D",
         *(f"wavelet-{b}" for b in ("LLL", "LLH", "LHL", "LHH", "HLL", "HLH", "HHL", "HHH")),
     }
     assert {parse_feature_column(c).feature_class for c in features} == SEVEN_CLASSES

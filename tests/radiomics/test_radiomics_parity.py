@@ -28,9 +28,7 @@ REL_TOL = 1e-9
 MESH_FEATURES = {"MeshVolume", "SurfaceArea", "SurfaceVolumeRatio", "Sphericity"}
 OLD_MESH_TOL = 1e-3
 
-pytestmark = pytest.mark.skipif(
-    not (CASES / "baseline").is_dir(), reason=f"PyRadiomics test cases not found at {CASES}"
-)
+pytestmark = pytest.mark.skipif(not (CASES / "baseline").is_dir(), reason=f"PyRadiomics test cases not found at {CASES}")
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -110,7 +108,14 @@ def test_stage_extractor_reproduces_pyradiomics_baseline():
             str(CASES / f"{case}_image.nrrd"), str(CASES / f"{case}_label.nrrd")
         )
         ours = extract_roi(
-            RoiTask(case, "ref", "roi", str(CASES / f"{case}_image.nrrd"), str(CASES / f"{case}_label.nrrd"), (1,),
-                    {"setting": settings, "featureClass": {"shape": None}})
+            RoiTask(
+                case,
+                "ref",
+                "roi",
+                str(CASES / f"{case}_image.nrrd"),
+                str(CASES / f"{case}_label.nrrd"),
+                (1,),
+                {"setting": settings, "featureClass": {"shape": None}},
+            )
         )
         assert float(plain[key]) == ours[key]

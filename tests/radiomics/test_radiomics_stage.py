@@ -63,7 +63,9 @@ def test_stage_on_the_tiny_cohort_then_a_rerun_recomputes_nothing(tiny_cohort, m
     assert not table.drop(columns="patient_id").isna().any().any()
     assert pd.read_csv(tmp_path / "data" / "features" / "radiomics_failures.csv").empty
     summary = json.loads((tmp_path / "data" / "features" / "radiomics_summary.json").read_text())
-    assert summary["rois_recomputed"] == first.n_rois and summary["feature_counts"]["ct_vertebra"] == len(groups[("ct", "vertebra")])
+    assert summary["rois_recomputed"] == first.n_rois and summary["feature_counts"]["ct_vertebra"] == len(
+        groups[("ct", "vertebra")]
+    )
 
     with caplog.at_level(logging.INFO, logger="cagerisk.radiomics"):
         second = run_radiomics_stage(compose_cfg(overrides))
@@ -120,9 +122,13 @@ def test_console_entry_point_runs_the_stage(roi_cohort, tmp_path):
     manifest = roi_cohort(n_patients=1, sequences=("ct",))
     cohort_dir = Path(manifest.loc[0, "ct_image"]).parents[1]
     cmd = [
-        str(Path(sys.executable).parent / "cagerisk"), "radiomics",
-        f"paths.data={tmp_path}/data", f"radiomics.manifest={cohort_dir}/manifest.csv",
-        "tracking.enabled=false", "radiomics=fast", "compute=serial",
+        str(Path(sys.executable).parent / "cagerisk"),
+        "radiomics",
+        f"paths.data={tmp_path}/data",
+        f"radiomics.manifest={cohort_dir}/manifest.csv",
+        "tracking.enabled=false",
+        "radiomics=fast",
+        "compute=serial",
     ]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -12,9 +12,7 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 # Shrout & Fleiss (1979), Table 2: 6 targets rated by 4 judges. Their Table 4 gives
 # ICC(1,1) = 0.17, ICC(2,1) = 0.29, ICC(3,1) = 0.71.
-SHROUT_FLEISS = np.array(
-    [[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7]], dtype=float
-)
+SHROUT_FLEISS = np.array([[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7]], dtype=float)
 
 # Real-style PyRadiomics settings (normalisation, resampling, Original + LoG 4 mm) with three cheap classes:
 # 12 ROIs in ~3 s of CPU. Not for results.

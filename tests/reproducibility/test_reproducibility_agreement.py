@@ -111,4 +111,8 @@ def test_bad_second_reader_masks_fail_only_their_rois(tmp_path):
     assert len(failures) == 1 and "patient P7, sequence t2, ROI disc: empty ROI in second-reader mask" in failures[0]["error"]
     rows, failures = agreement_for_task(task("r2_off_grid"))
     assert rows == [] and [f["roi"] for f in failures] == ["vertebra", "disc"]
-    assert "second-reader mask" in failures[0]["error"] and "not on the grid" in failures[0]["error"] and "spacing" in failures[0]["error"]
+    assert (
+        "second-reader mask" in failures[0]["error"]
+        and "not on the grid" in failures[0]["error"]
+        and "spacing" in failures[0]["error"]
+    )

@@ -30,9 +30,7 @@ def assert_matches_pingouin(ours: pd.Series, ratings: np.ndarray) -> None:
     ref = pingouin_icc(ratings)
     for ours_key, ref_key in (("icc2_1", "ICC(A,1)"), ("icc3_1", "ICC(C,1)")):
         np.testing.assert_allclose(ours[ours_key], ref.loc[ref_key, "ICC"], rtol=1e-10)
-        np.testing.assert_allclose(
-            [ours[f"{ours_key}_ci_low"], ours[f"{ours_key}_ci_high"]], ref.loc[ref_key, "CI95"], rtol=1e-9
-        )
+        np.testing.assert_allclose([ours[f"{ours_key}_ci_low"], ours[f"{ours_key}_ci_high"]], ref.loc[ref_key, "CI95"], rtol=1e-9)
         np.testing.assert_allclose(ours["f_value"], ref.loc[ref_key, "F"], rtol=1e-10)
         np.testing.assert_allclose(ours["p_value"], ref.loc[ref_key, "pval"], rtol=1e-8)
         assert ours["df1"] == ref.loc[ref_key, "df1"] and ours["df2"] == ref.loc[ref_key, "df2"]

@@ -72,7 +72,12 @@ def test_table_from_parquet_csv_series_and_mapping(tmp_path):
     expected = ["good", "edge", "great"]
     ICC.to_parquet(tmp_path / "icc.parquet", index=False)
     ICC.to_csv(tmp_path / "icc.csv", index=False)
-    for table in (tmp_path / "icc.parquet", str(tmp_path / "icc.csv"), ICC.set_index("feature"), ICC.set_index("feature")["icc2_1"]):
+    for table in (
+        tmp_path / "icc.parquet",
+        str(tmp_path / "icc.csv"),
+        ICC.set_index("feature"),
+        ICC.set_index("feature")["icc2_1"],
+    ):
         assert list(ICCFilter(table=table).fit(X).get_feature_names_out()) == expected, type(table)
     assert list(ICCFilter(table={"good": 0.8, "great": 0.76}).fit(X).get_feature_names_out()) == ["good", "great"]
     # A rewritten table is read again (the memo is keyed on the file's size and mtime).
@@ -109,8 +114,12 @@ def test_selection_with_and_without_the_filter_reports_what_each_step_removed(tm
     X.iloc[:, :6] += y[:, None] * 1.2  # informative: 0..5; reproducible: even columns
     icc = pd.DataFrame({"feature": X.columns, "icc2_1": np.where(np.arange(p) % 2 == 0, 0.9, 0.4)})
     icc.to_parquet(tmp_path / "icc.parquet", index=False)
-    common = [f"paths.data={tmp_path}", f"selection.icc.filter.table={tmp_path}/icc.parquet",
-              "selection.radiomics.lasso.cv=3", "selection.radiomics.lasso.n_alphas=10"]
+    common = [
+        f"paths.data={tmp_path}",
+        f"selection.icc.filter.table={tmp_path}/icc.parquet",
+        "selection.radiomics.lasso.cv=3",
+        "selection.radiomics.lasso.n_alphas=10",
+    ]
 
     reports = {}
     for enabled in (True, False):

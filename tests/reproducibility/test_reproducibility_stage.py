@@ -78,7 +78,7 @@ def test_bad_second_reader_mask_is_named_and_every_other_roi_completes(stage_run
         assert f"patient {s.bad_pid}, sequence t2, ROI {roi}" in s.error
     assert "not on the grid" in s.error and "size" in s.error
     assert set(s.failures["patient_id"].astype(str)) == {s.bad_pid}
-    assert set(zip(s.failures["sequence"], s.failures["roi"])) == {("t2", "vertebra"), ("t2", "disc")}
+    assert set(zip(s.failures["sequence"], s.failures["roi"], strict=False)) == {("t2", "vertebra"), ("t2", "disc")}
     assert set(s.failures["step"]) == {"radiomics_reader2", "mask_agreement"}
     assert not s.icc_written_on_error
     # The failing run cached every other second-reader ROI: the good run computed only the bad patient's two.
@@ -108,13 +108,20 @@ def test_icc_table_covers_every_extracted_feature(stage_runs):
     assert 0.3 < (ok["icc2_1"] >= 0.75).mean() < 1.0
     reader2 = pd.read_parquet(s.data / "features" / "radiomics_r2.parquet")
     assert list(reader2["patient_id"]) == list(s.second["patient_id"]) and list(reader2.columns) == list(radiomics.columns)
-    assert not np.allclose(reader2[features].to_numpy(), radiomics.set_index("patient_id").loc[reader2["patient_id"], features].to_numpy())
+    assert not np.allclose(
+        reader2[features].to_numpy(), radiomics.set_index("patient_id").loc[reader2["patient_id"], features].to_numpy()
+    )
 
     agreement = pd.read_csv(s.data / "reproducibility" / "mask_agreement.csv")
     assert len(agreement) == 3 * len(s.second)
     assert agreement["dice"].between(0.3, 0.999).all() and (agreement["hausdorff_mm"] > 0).all()
     summary = pd.read_csv(s.data / "reproducibility" / "icc_summary.csv")
-    assert list(zip(summary["sequence"], summary["roi"])) == [("ct", "vertebra"), ("t2", "vertebra"), ("t2", "disc"), ("all", "all")]
+    assert list(zip(summary["sequence"], summary["roi"], strict=False)) == [
+        ("ct", "vertebra"),
+        ("t2", "vertebra"),
+        ("t2", "disc"),
+        ("all", "all"),
+    ]
     assert summary["n_features"].iloc[-1] == len(features)
     png = s.data / "reproducibility" / "icc_histogram.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
@@ -129,8 +136,12 @@ def test_mlflow_run_holds_summaries_and_artifacts(stage_runs):
     run = client.get_run(s.good.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["cagerisk.stage"] == "reproducibility"
     # The run of the bad manifest is kept, marked failed, with its failures table.
-    failed = client.search_runs([experiment.experiment_id], "tags.`cagerisk.stage` = 'reproducibility' and attributes.status = 'FAILED'")
-    assert any("failures.csv" in {Path(a.path).name for a in client.list_artifacts(r.info.run_id, "reproducibility")} for r in failed)
+    failed = client.search_runs(
+        [experiment.experiment_id], "tags.`cagerisk.stage` = 'reproducibility' and attributes.status = 'FAILED'"
+    )
+    assert any(
+        "failures.csv" in {Path(a.path).name for a in client.list_artifacts(r.info.run_id, "reproducibility")} for r in failed
+    )
     metrics = run.data.metrics
     summary = pd.read_csv(s.data / "reproducibility" / "icc_summary.csv").set_index(["sequence", "roi"])
     assert metrics["n_patients"] == len(s.second) and metrics["rois_failed"] == 0
@@ -138,7 +149,13 @@ def test_mlflow_run_holds_summaries_and_artifacts(stage_runs):
     assert metrics["t2_disc_icc2_1_share_reproducible"] == pytest.approx(summary.loc[("t2", "disc"), "icc2_1_share_reproducible"])
     assert 0.3 < metrics["ct_vertebra_dice_median"] < 1
     artifacts = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "reproducibility")}
-    assert {"icc.parquet", "icc_summary.csv", "icc_histogram.png", "mask_agreement.csv", "mask_agreement_summary.csv"} <= artifacts
+    assert {
+        "icc.parquet",
+        "icc_summary.csv",
+        "icc_histogram.png",
+        "mask_agreement.csv",
+        "mask_agreement_summary.csv",
+    } <= artifacts
 
 
 def test_identical_masks_give_icc_exactly_one(stage_runs):
@@ -177,7 +194,11 @@ def test_identical_masks_give_icc_exactly_one(stage_runs):
 def test_reader1_by_extraction_equals_the_table_and_skip_policy(stage_runs):
     s = stage_runs
     out = s.root / "extract"
-    outputs = [f"reproducibility.output={out}/icc.parquet", f"reproducibility.reader2_output={out}/r2.parquet", f"reproducibility.report_dir={out}"]
+    outputs = [
+        f"reproducibility.output={out}/icc.parquet",
+        f"reproducibility.reader2_output={out}/r2.parquet",
+        f"reproducibility.report_dir={out}",
+    ]
     extracted = run_reproducibility_stage(
         compose_with_reproducibility([*s.overrides, *outputs, "reproducibility.reader1_source=extract", "tracking.enabled=false"])
     )
@@ -185,7 +206,13 @@ def test_reader1_by_extraction_equals_the_table_and_skip_policy(stage_runs):
 
     skipped = run_reproducibility_stage(
         compose_with_reproducibility(
-            [*s.overrides, *outputs, f"reproducibility.manifest={s.bad_path}", "reproducibility.on_failure=skip", "tracking.enabled=false"]
+            [
+                *s.overrides,
+                *outputs,
+                f"reproducibility.manifest={s.bad_path}",
+                "reproducibility.on_failure=skip",
+                "tracking.enabled=false",
+            ]
         )
     )
     icc = pd.read_parquet(out / "icc.parquet").set_index("feature")

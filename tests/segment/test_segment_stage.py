@@ -76,9 +76,7 @@ def test_segment_stage_end_to_end(tiny_cohort: Path, make_config, tmp_path: Path
     # Resumable: one more epoch continues from last.ckpt instead of starting over.
     last = Path(cfg.segment.checkpoint_dir) / "last.ckpt"
     steps = torch.load(last, weights_only=True, map_location="cpu")["global_step"]
-    resumed = make_config(
-        f"segment.manifest={manifest}", "segment.trainer.max_epochs=3", "segment.resume=last", *TINY_UNET
-    )
+    resumed = make_config(f"segment.manifest={manifest}", "segment.trainer.max_epochs=3", "segment.resume=last", *TINY_UNET)
     run_segment_stage(resumed)
     second = client.search_runs(
         [run.info.experiment_id], "tags.`cagerisk.stage` = 'segment'", order_by=["attributes.start_time DESC"]

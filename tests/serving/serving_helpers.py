@@ -66,7 +66,9 @@ def write_feature_pipeline(data: Path, n: int = 90, seed: int = 0, signal: float
         frame = pd.DataFrame(values, columns=columns, index=pd.Index(ids, name="patient_id"))
         return frame
 
-    rad_columns = [f"{seq}_{roi}_original_firstorder_F{j}" for seq, roi in (("t2", "disc"), ("ct", "vertebra")) for j in range(60)]
+    rad_columns = [
+        f"{seq}_{roi}_original_firstorder_F{j}" for seq, roi in (("t2", "disc"), ("ct", "vertebra")) for j in range(60)
+    ]
     radiomics = table("rad", rad_columns, 3)
     radiomics.iloc[4, 70] = np.nan  # a feature PyRadiomics could not compute: imputed
     deep = table("deep", [f"{seq}_{roi}_dl_{k}" for seq, roi in (("t2", "disc"), ("ct", "vertebra")) for k in range(8)], 4)
@@ -85,7 +87,11 @@ def write_feature_pipeline(data: Path, n: int = 90, seed: int = 0, signal: float
         ]
     ).fit(radiomics[train], y[train])
     dl_pipeline = Pipeline(
-        [("impute", SimpleImputer(strategy="median")), ("reduce", ZScorePCA(n_components=4)), ("clf", LogisticRegression(max_iter=500))]
+        [
+            ("impute", SimpleImputer(strategy="median")),
+            ("reduce", ZScorePCA(n_components=4)),
+            ("clf", LogisticRegression(max_iter=500)),
+        ]
     ).fit(deep[train], y[train])
     signatures = pd.DataFrame(
         {"rad_sign": rad_pipeline.predict_proba(radiomics)[:, 1], "dl_sign": dl_pipeline.predict_proba(deep)[:, 1]},
@@ -102,7 +108,11 @@ def write_feature_pipeline(data: Path, n: int = 90, seed: int = 0, signal: float
     from cagerisk.evaluation import youden_threshold
 
     model = CombinedModel(
-        rad_pipeline, dl_pipeline, combined_pipeline, clinical_vars, youden_threshold(cs[val], prob[val]),
+        rad_pipeline,
+        dl_pipeline,
+        combined_pipeline,
+        clinical_vars,
+        youden_threshold(cs[val], prob[val]),
         info={"cohort": "feature-fixture", "threshold_rule": "Youden index on the validation split"},
     )
 
@@ -142,13 +152,21 @@ def run_schemathesis(url: str, workdir: Path, key: str | None, *options: str, ma
     """``schemathesis run`` (the CLI a user runs) over ``url``'s /docs.json with every check, bounded
     examples and a fixed seed; returns the finished process (exit code 0 = no failure)."""
     cmd = [
-        str(Path(sys.executable).parent / "schemathesis"), "run", f"{url}/docs.json",
-        "--checks", "all",
-        "--max-examples", str(max_examples),
-        "--seed", str(seed),
-        "--workers", "1",
-        "--generation-database", "none",
-        "--request-timeout", "60",
+        str(Path(sys.executable).parent / "schemathesis"),
+        "run",
+        f"{url}/docs.json",
+        "--checks",
+        "all",
+        "--max-examples",
+        str(max_examples),
+        "--seed",
+        str(seed),
+        "--workers",
+        "1",
+        "--generation-database",
+        "none",
+        "--request-timeout",
+        "60",
         "--no-color",
         *options,
     ]
@@ -233,7 +251,20 @@ def run_blocked(model_dir: Path, allowed: set[str], rows: Path | None = None) ->
     standard library, and cagerisk from the model's code/) can be imported; prints a JSON line."""
     env = {"PATH": "/usr/bin:/bin", "HOME": str(model_dir), "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
     return subprocess.run(
-        [sys.executable, "-c", PRELUDE, json.dumps(sorted(allowed)), str(model_dir / "code"), str(model_dir),
-         *([str(rows)] if rows else [])],
-        env=env, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600, cwd=str(model_dir),
+        [
+            sys.executable,
+            "-c",
+            PRELUDE,
+            json.dumps(sorted(allowed)),
+            str(model_dir / "code"),
+            str(model_dir),
+            *([str(rows)] if rows else []),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=600,
+        cwd=str(model_dir),
     )

@@ -27,6 +27,7 @@ from serving_helpers import (
 
 pytestmark = pytest.mark.slow
 
+
 @pytest.fixture(scope="module")
 def logged_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], float]:
     from cagerisk.tracking.registry import register_model

@@ -61,7 +61,10 @@ def test_schemathesis_finds_nothing(bento, key: str | None, tmp_path: Path):
         schemas = docs["components"]["schemas"]
         assert set(schemas["ClinicalValues"]["required"]) == {"osteoporosis", "age"}
         meta = httpx.get(f"{running.url}/metadata", headers=headers, timeout=30).json()
-        assert set(schemas["Features"]["required"]) == {*meta["expected_inputs"]["features"]["radiomics"], *meta["expected_inputs"]["features"]["deep"]}
+        assert set(schemas["Features"]["required"]) == {
+            *meta["expected_inputs"]["features"]["radiomics"],
+            *meta["expected_inputs"]["features"]["deep"],
+        }
         empty = httpx.post(f"{running.url}/score_features", json={"items": []}, headers=headers, timeout=30)
         assert empty.status_code in (400, 422) and empty.json()["field"] == "items", empty.text
         if key:

@@ -10,8 +10,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from serving_helpers import compose_serving_config, write_feature_pipeline
 from mlflow.tracking import MlflowClient
+from serving_helpers import compose_serving_config, write_feature_pipeline
 from sklearn.metrics import roc_auc_score
 
 from cagerisk.evaluation import delong_test
@@ -116,7 +116,9 @@ def test_worse_model_becomes_challenger_with_delong(registered, feature_pipeline
         probs.append(model.predict(feature_rows(model.unwrap_python_model().spec, tables, val))["probability"].to_numpy())
     test = delong_test(y, probs[1], probs[0])
     assert second.delong_p == pytest.approx(test.p_value) and second.delong_z == pytest.approx(test.z)
-    decision = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=second.run_id, artifact_path="registration.json")).read_text())
+    decision = json.loads(
+        Path(mlflow.artifacts.download_artifacts(run_id=second.run_id, artifact_path="registration.json")).read_text()
+    )
     assert decision["alias"] == "challenger" and decision["delong_p"] == pytest.approx(second.delong_p)
     run = client.get_run(second.run_id)
     assert run.data.metrics["champion_val_auc"] == pytest.approx(first.val_auc)

@@ -111,7 +111,9 @@ def patient_row(cfg, split: str = "test") -> pd.Series:
 
 
 def clinical_of(row: pd.Series) -> dict:
-    values = {k: row[k] for k in ("sex", "age", "bmi", "diagnosis", "n_levels", "osteoporosis", "followup_months", "fused_levels")}
+    values = {
+        k: row[k] for k in ("sex", "age", "bmi", "diagnosis", "n_levels", "osteoporosis", "followup_months", "fused_levels")
+    }
     return {k: (v.item() if hasattr(v, "item") else v) for k, v in values.items()}
 
 
@@ -148,7 +150,9 @@ def check_score_equals_the_mlflow_model(server, trained):
     served = response.json()
     mlflow.set_tracking_uri(str(cfg.tracking.uri))
     model = mlflow.pyfunc.load_model("models:/cage-subsidence@champion")
-    frame = pd.DataFrame([{**clinical_of(row), "patient_id": row["patient_id"], "t2_image": row["t2_image"], "t2_mask": row["t2_mask"]}])
+    frame = pd.DataFrame(
+        [{**clinical_of(row), "patient_id": row["patient_id"], "t2_image": row["t2_image"], "t2_mask": row["t2_mask"]}]
+    )
     expected = model.predict(frame).iloc[0]
     assert expected["mode"] == "images"
     # No training/serving skew: the endpoint's probability is the registered model's.
@@ -219,7 +223,6 @@ def check_bad_input_gets_4xx_naming_the_field(server, trained, tmp_path: Path):
     cfg, _, _ = trained
     row = patient_row(cfg)
     clinical = clinical_of(row)
-    image = sitk.ReadImage(row["t2_image"])
     mask = sitk.ReadImage(row["t2_mask"])
     shifted = sitk.Image(mask)
     shifted.SetOrigin(tuple(o + 7.0 for o in mask.GetOrigin()))
@@ -300,7 +303,13 @@ def check_schemathesis_on_every_route(server, tmp_path: Path):
     # accepted, but what makes an upload scorable (a NIfTI/NRRD volume whose mask lies on its grid and
     # holds the ROI of the fused levels) cannot be said in OpenAPI; random bytes get a documented 422.
     score = run_schemathesis(
-        running.url, tmp_path, API_KEY, "--include-path", "/score", "--exclude-checks", "positive_data_acceptance",
+        running.url,
+        tmp_path,
+        API_KEY,
+        "--include-path",
+        "/score",
+        "--exclude-checks",
+        "positive_data_acceptance",
         max_examples=10,
     )
     assert score.returncode == 0, score.stdout[-6000:] + score.stderr[-2000:]

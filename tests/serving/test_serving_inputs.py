@@ -25,8 +25,16 @@ from cagerisk.serving.inputs import (
     sniff_image_format,
 )
 
-GOOD = {"sex": "F", "age": 63.0, "bmi": 27.5, "diagnosis": "stenosis", "n_levels": 2, "osteoporosis": 1,
-        "followup_months": 24, "fused_levels": "L5-S1;L4-L5"}
+GOOD = {
+    "sex": "F",
+    "age": 63.0,
+    "bmi": 27.5,
+    "diagnosis": "stenosis",
+    "n_levels": 2,
+    "osteoporosis": 1,
+    "followup_months": 24,
+    "fused_levels": "L5-S1;L4-L5",
+}
 
 
 def raises(field: str, status: HTTPStatus, fn, *args):
@@ -53,13 +61,19 @@ def test_clinical_values_are_checked_and_normalised():
     raises("clinical.fused_levels", HTTPStatus.UNPROCESSABLE_ENTITY, check_clinical, {**GOOD, "fused_levels": "L6-L7"}, [])
     raises("clinical.Age", HTTPStatus.UNPROCESSABLE_ENTITY, check_clinical, {**GOOD, "Age": 50}, [])
     raises("clinical.n_levels", HTTPStatus.UNPROCESSABLE_ENTITY, check_clinical, {**GOOD, "n_levels": 3}, [])
-    raises("clinical.n_levels", HTTPStatus.UNPROCESSABLE_ENTITY, check_clinical, {**GOOD, "n_levels": 1.5, "fused_levels": None}, [])
+    raises(
+        "clinical.n_levels", HTTPStatus.UNPROCESSABLE_ENTITY, check_clinical, {**GOOD, "n_levels": 1.5, "fused_levels": None}, []
+    )
     assert isinstance(check_clinical({"n_levels": 2.0, "osteoporosis": 1.0}, [])["n_levels"], int)
 
 
 def test_features_need_every_required_name_and_numbers():
     required = ["a", "b", "c"]
-    assert check_features({"a": 1, "b": 2.5, "c": None, "extra": 9}, required) == {"a": 1.0, "b": 2.5, "c": pytest.approx(math.nan, nan_ok=True)}
+    assert check_features({"a": 1, "b": 2.5, "c": None, "extra": 9}, required) == {
+        "a": 1.0,
+        "b": 2.5,
+        "c": pytest.approx(math.nan, nan_ok=True),
+    }
     err = raises("features", HTTPStatus.BAD_REQUEST, check_features, {"a": 1}, required)
     assert "2 required feature(s) missing" in str(err) and "'b'" in str(err)
     raises("features", HTTPStatus.UNPROCESSABLE_ENTITY, check_features, {"a": 1, "b": math.inf, "c": 0}, required)
@@ -84,7 +98,10 @@ def _volume(size=(12, 10, 8), spacing=(1.0, 1.0, 2.0), labels=False) -> sitk.Ima
 def test_image_files_are_sniffed_read_and_masks_checked(tmp_path: Path):
     image, mask = _volume(), _volume(labels=True)
     paths = {
-        "gz": tmp_path / "a.nii.gz", "nii": tmp_path / "b.nii", "nrrd": tmp_path / "c.nrrd", "mask": tmp_path / "m.nii.gz",
+        "gz": tmp_path / "a.nii.gz",
+        "nii": tmp_path / "b.nii",
+        "nrrd": tmp_path / "c.nrrd",
+        "mask": tmp_path / "m.nii.gz",
     }
     sitk.WriteImage(image, str(paths["gz"]), useCompression=True)
     sitk.WriteImage(image, str(paths["nii"]))

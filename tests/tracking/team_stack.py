@@ -59,14 +59,18 @@ def mlflow_process(args: list[str], log_path: Path, port: int, timeout_s: float 
         deadline = time.monotonic() + timeout_s
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"mlflow {args[0]} exited with {process.returncode}; log {log_path}:\n{log_path.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"mlflow {args[0]} exited with {process.returncode}; log {log_path}:\n{log_path.read_text()[-3000:]}"
+                )
             try:
                 if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow {args[0]} not healthy after {timeout_s:.0f} s; log {log_path}:\n{log_path.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"mlflow {args[0]} not healthy after {timeout_s:.0f} s; log {log_path}:\n{log_path.read_text()[-3000:]}"
+                )
             time.sleep(0.5)
         yield url
     finally:

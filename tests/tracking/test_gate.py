@@ -34,9 +34,13 @@ def test_comparability_from_version_tags():
     ok, why = same_validation_patients({"val_patients_sha256": "a" * 64}, {"val_patients_sha256": "b" * 64})
     assert not ok and "validated on other patients" in why and "bbbbbbbbbbbb vs aaaaaaaaaaaa" in why
     # A champion registered before the tag existed: matched on the training data hash.
-    ok, _ = same_validation_patients({"val_patients_sha256": "a" * 64, "training_data_sha256": "d"}, {"training_data_sha256": "d"})
+    ok, _ = same_validation_patients(
+        {"val_patients_sha256": "a" * 64, "training_data_sha256": "d"}, {"training_data_sha256": "d"}
+    )
     assert ok
-    ok, why = same_validation_patients({"val_patients_sha256": "a" * 64, "training_data_sha256": "d"}, {"training_data_sha256": "e"})
+    ok, why = same_validation_patients(
+        {"val_patients_sha256": "a" * 64, "training_data_sha256": "d"}, {"training_data_sha256": "e"}
+    )
     assert not ok and "neither" in why
 
 
@@ -86,7 +90,9 @@ def test_non_inferiority_margin():
     assert d.z == pytest.approx((test.difference + 0.05) / test.se)
     assert d.promote and "non-inferior within 0.05" in d.reason
     # Zero margin: non-inferiority equals superiority.
-    assert decide(y, new, old, {"rule": "non_inferiority", "margin": 0.0}).p_value == pytest.approx(decide(y, new, old, {}).p_value)
+    assert decide(y, new, old, {"rule": "non_inferiority", "margin": 0.0}).p_value == pytest.approx(
+        decide(y, new, old, {}).p_value
+    )
 
 
 def test_settings_are_checked():

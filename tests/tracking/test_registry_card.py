@@ -39,7 +39,9 @@ def test_card_is_the_version_description(store):
     assert f"#/experiments/{run.info.experiment_id}/runs/{first.run_id}" in card
     assert version.run_id == first.run_id and "#/experiments/" in card and "/models/m-" in card
     # The same card is an artifact of the run; the version records its validation patients.
-    logged = Path(mlflow.artifacts.download_artifacts(run_id=first.run_id, artifact_path="model_card.md", tracking_uri=cfg.tracking.uri))
+    logged = Path(
+        mlflow.artifacts.download_artifacts(run_id=first.run_id, artifact_path="model_card.md", tracking_uri=cfg.tracking.uri)
+    )
     assert logged.read_text() == card
     assert version.tags["val_patients_sha256"] == validation_patients_sha256(val["patient_id"].astype(str), val["cs"])
 
@@ -71,6 +73,10 @@ def test_retrained_twin_stays_challenger_then_other_patients_are_not_compared(st
     assert "validated on other patients" in moved.reason and "not promoted" in moved.reason
     assert str(client.get_model_version_by_alias("cage-subsidence", "champion").version) == first.version
     decision = json.loads(
-        Path(mlflow.artifacts.download_artifacts(run_id=moved.run_id, artifact_path="registration.json", tracking_uri=cfg.tracking.uri)).read_text()
+        Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=moved.run_id, artifact_path="registration.json", tracking_uri=cfg.tracking.uri
+            )
+        ).read_text()
     )
     assert decision["gate"]["same_validation_patients"] is False

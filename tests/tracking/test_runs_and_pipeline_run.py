@@ -24,7 +24,15 @@ REPORT = {
     "acceptance": {"oracle_auc": 0.866, "ratio": 0.924},
     "calibration": [
         # the field names evaluate's calibration table writes
-        {"model": "Combined model", "key": "combined", "split": "val", "brier": 0.13, "hl_p": 0.2, "cal_slope": 0.8, "cal_intercept": -0.1},
+        {
+            "model": "Combined model",
+            "key": "combined",
+            "split": "val",
+            "brier": 0.13,
+            "hl_p": 0.2,
+            "cal_slope": 0.8,
+            "cal_intercept": -0.1,
+        },
         {"model": "Rad-sign", "key": "rad_sign", "split": "test", "cal_slope": 1.2, "cal_slope_low": 0.4, "cal_note": ""},
     ],
 }
@@ -60,8 +68,12 @@ def _write_pipeline_outputs(data: Path) -> None:
     (data / "features").mkdir(parents=True)
     (data / "reports" / "evaluation").mkdir(parents=True)
     (data / "segment").mkdir(parents=True)
-    pd.DataFrame({"patient_id": ["a", "b", "c"], "split": ["train", "val", "test"], "cs": [0, 1, 0]}).to_csv(data / "cohort" / "manifest.csv", index=False)
-    pd.DataFrame({"patient_id": ["a", "b", "c"], "ct_vb_original_firstorder_Mean": [1.0, 2.0, 3.0]}).to_parquet(data / "features" / "radiomics.parquet")
+    pd.DataFrame({"patient_id": ["a", "b", "c"], "split": ["train", "val", "test"], "cs": [0, 1, 0]}).to_csv(
+        data / "cohort" / "manifest.csv", index=False
+    )
+    pd.DataFrame({"patient_id": ["a", "b", "c"], "ct_vb_original_firstorder_Mean": [1.0, 2.0, 3.0]}).to_parquet(
+        data / "features" / "radiomics.parquet"
+    )
     (data / "reports" / "metrics.json").write_text(json.dumps(REPORT))
     (data / "reports" / "report.html").write_text("<html>report</html>")
     (data / "reports" / "evaluation" / "fig2_roc.png").write_bytes(b"\x89PNG fake figure bytes")
@@ -116,7 +128,9 @@ def test_parent_run_carries_headline_metrics_report_and_datasets(make_config, tm
     with mlflow.start_run(experiment_id=experiment_id, run_name="pipeline") as parent:
         metrics = log_pipeline_summary(cfg)
     run = MlflowClient(tracking_uri=cfg.tracking.uri).get_run(parent.info.run_id)
-    assert run.data.metrics["combined_val_auc"] == pytest.approx(0.82) and run.data.metrics["dice_test_mean"] == pytest.approx(0.91)
+    assert run.data.metrics["combined_val_auc"] == pytest.approx(0.82) and run.data.metrics["dice_test_mean"] == pytest.approx(
+        0.91
+    )
     assert run.data.metrics == pytest.approx(metrics)
     assert "Pipeline summary" in run.data.tags["mlflow.note.content"]
     artifacts = {a.path for a in MlflowClient(tracking_uri=cfg.tracking.uri).list_artifacts(parent.info.run_id, "report")}

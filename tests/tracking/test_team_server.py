@@ -87,7 +87,7 @@ def test_two_workers_one_study_then_register_on_postgres_and_mlflow_server(tmp_p
             ]
             logs = [tmp_path / f"worker{w}.log" for w in (0, 1)]
             workers = [_cagerisk("signatures", [*team, *TINY, f"sweep.worker={w}"], logs[w]) for w in (0, 1)]
-            for process, log_path in zip(workers, logs):
+            for process, log_path in zip(workers, logs, strict=False):
                 _wait(process, log_path)
             register_log = tmp_path / "register.log"
             _wait(_cagerisk("register", team, register_log), register_log)
@@ -106,9 +106,13 @@ def test_two_workers_one_study_then_register_on_postgres_and_mlflow_server(tmp_p
             assert all_workers == {0, 1}, trials_by_study
 
             # --- MLflow server REST API: the experiment, both workers' runs and their trial runs.
-            experiment = httpx.get(f"{url}/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": "cagerisk"}, timeout=30)
+            experiment = httpx.get(
+                f"{url}/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": "cagerisk"}, timeout=30
+            )
             experiment = experiment.raise_for_status().json()["experiment"]
-            assert {t["key"]: t["value"] for t in experiment.get("tags", [])}["mlflow.experimentKind"] == "custom_model_development"
+            assert {t["key"]: t["value"] for t in experiment.get("tags", [])}[
+                "mlflow.experimentKind"
+            ] == "custom_model_development"
             exp_id = experiment["experiment_id"]
             stage_runs = _search_runs(url, exp_id, "tags.`cagerisk.stage` = 'signatures'")
             assert sorted(_params(r)["sweep.worker"] for r in stage_runs) == ["0", "1"]
@@ -132,12 +136,22 @@ def test_two_workers_one_study_then_register_on_postgres_and_mlflow_server(tmp_p
                 assert names == {"manifest", "radiomics", "deep"}
 
             # --- Registry: the champion alias and its card, through the REST API.
-            alias = httpx.get(
-                f"{url}/api/2.0/mlflow/registered-models/alias", params={"name": "cage-subsidence", "alias": "champion"}, timeout=30
-            ).raise_for_status().json()["model_version"]
+            alias = (
+                httpx.get(
+                    f"{url}/api/2.0/mlflow/registered-models/alias",
+                    params={"name": "cage-subsidence", "alias": "champion"},
+                    timeout=30,
+                )
+                .raise_for_status()
+                .json()["model_version"]
+            )
             assert alias["version"] == "1" and "champion" in alias.get("aliases", [])
             assert "Intended use" in alias["description"] and "Known limits" in alias["description"]
-            register_run = httpx.get(f"{url}/api/2.0/mlflow/runs/get", params={"run_id": alias["run_id"]}, timeout=30).raise_for_status().json()["run"]
+            register_run = (
+                httpx.get(f"{url}/api/2.0/mlflow/runs/get", params={"run_id": alias["run_id"]}, timeout=30)
+                .raise_for_status()
+                .json()["run"]
+            )
             assert _tags(register_run)["cagerisk.stage"] == "register"
             # Artifacts went through the server to its destination, not into the work tree.
             assert any(p.name == "MLmodel" for p in artifacts.rglob("MLmodel"))
@@ -152,7 +166,9 @@ def compose_config(overrides: list[str]):
 
 
 def test_server_config_points_sweeps_at_the_same_postgresql():
-    cfg = compose_config(["tracking=server", "tracking.uri=http://10.0.0.5:5000", "tracking.optuna_storage=postgresql+psycopg2://u@db/optuna"])
+    cfg = compose_config(
+        ["tracking=server", "tracking.uri=http://10.0.0.5:5000", "tracking.optuna_storage=postgresql+psycopg2://u@db/optuna"]
+    )
     assert cfg.tracking.uri == "http://10.0.0.5:5000" and cfg.tracking.artifact_root is None
     assert cfg.sweep.storage == "postgresql+psycopg2://u@db/optuna"
     assert compose_config([]).sweep.storage.startswith("sqlite:///")

@@ -88,9 +88,7 @@ class SpineAnatomy:
             paraspinal_scale=float(jitter(np.array(self.paraspinal_scale))),
         )
 
-    def evaluate(
-        self, x: np.ndarray, y: np.ndarray, z: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def evaluate(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Classify world points: (tissue code, label value, distance to the nearest endplate in mm).
 
         The endplate distance is meaningful inside vertebral bodies (inf elsewhere); the renderers
@@ -206,8 +204,14 @@ class SpineAnatomy:
 
 
 def build_anatomy(
-    rng: np.random.Generator, sex: str, bmi: float, disc_degeneration: float, muscle_fat: float,
-    bone_loss: float, endplate_weakness: float, fused_levels: tuple[str, ...],
+    rng: np.random.Generator,
+    sex: str,
+    bmi: float,
+    disc_degeneration: float,
+    muscle_fat: float,
+    bone_loss: float,
+    endplate_weakness: float,
+    fused_levels: tuple[str, ...],
 ) -> SpineAnatomy:
     """One patient's spine: sizes by sex, disc height by degeneration, muscles by atrophy."""
     size = (1.04 if sex == "M" else 0.95) * (1.0 + rng.normal(0.0, 0.04))

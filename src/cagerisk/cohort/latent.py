@@ -100,9 +100,7 @@ def sigmoid(x: np.ndarray | float) -> np.ndarray | float:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def risk_logit(
-    latents: Latents, age: float, bmi: float, n_levels: int, diagnosis: str
-) -> float:
+def risk_logit(latents: Latents, age: float, bmi: float, n_levels: int, diagnosis: str) -> float:
     """The documented latent model (module docstring)."""
     w = RISK_WEIGHTS
     return float(
@@ -160,9 +158,7 @@ def draw_patient(index: int, rng: np.random.Generator) -> PatientDraw:
     # Surgeons judge from the clinical picture and gross imaging (bone density, disc height), each
     # with his own noise and bias; they see neither texture nor endplate micro-structure.
     gross = 0.8 * osteoporosis + 0.3 * bone_loss + 0.3 * disc + 0.3 * age_z + 0.3 * (n_levels - 1)
-    readers = tuple(
-        float(sigmoid(1.1 * gross - 1.2 + bias + 1.0 * rng.normal())) for bias in (0.0, 0.25)
-    )
+    readers = tuple(float(sigmoid(1.1 * gross - 1.2 + bias + 1.0 * rng.normal())) for bias in (0.0, 0.25))
     return PatientDraw(
         index=index,
         sex=sex,

@@ -78,10 +78,7 @@ def resolve_paths(frame: pd.DataFrame, base_dir: str | Path) -> pd.DataFrame:
     base = Path(base_dir).resolve()
     out = frame.copy()
     for col in path_columns(out):
-        out[col] = [
-            None if _blank(v) else str(Path(v) if Path(str(v)).is_absolute() else base / str(v))
-            for v in out[col]
-        ]
+        out[col] = [None if _blank(v) else str(Path(v) if Path(str(v)).is_absolute() else base / str(v)) for v in out[col]]
     return out
 
 
@@ -131,9 +128,7 @@ def check_clinical(row: pd.Series, pid: str) -> tuple[dict[str, object], list[Ma
                 issues.append(ManifestIssue(pid, var.name, f"{value!r} is not a number"))
                 continue
             if not np.isfinite(number) or not (var.low <= number <= var.high):
-                issues.append(
-                    ManifestIssue(pid, var.name, f"{value!r} outside the possible range [{var.low}, {var.high}]")
-                )
+                issues.append(ManifestIssue(pid, var.name, f"{value!r} outside the possible range [{var.low}, {var.high}]"))
             if var.kind == "binary" and number not in (0.0, 1.0):
                 issues.append(ManifestIssue(pid, var.name, f"{value!r} is not 0/1"))
             clean[var.name] = int(number) if var.kind == "binary" and number in (0.0, 1.0) else number
@@ -245,9 +240,7 @@ class ValidationResult:
         return "\n".join(lines)
 
 
-def validate_manifest(
-    frame: pd.DataFrame, base_dir: str | Path, images: bool = True, n_threads: int = 4
-) -> ValidationResult:
+def validate_manifest(frame: pd.DataFrame, base_dir: str | Path, images: bool = True, n_threads: int = 4) -> ValidationResult:
     """Check every row; keep the good ones. Raises ManifestError only for manifest-wide problems."""
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns and c != "n_levels"]
     missing += [image_column(s) for s in SEQUENCES if image_column(s) not in frame.columns]
@@ -275,6 +268,7 @@ def validate_manifest(
         cleaned.append({**row.to_dict(), **clean, ID: pid})
 
     if images:
+
         def image_issues(i: int) -> list[ManifestIssue]:
             rec = cleaned[i]
             levels = rec.get("fused_levels") if isinstance(rec.get("fused_levels"), str) else None

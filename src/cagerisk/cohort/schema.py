@@ -123,7 +123,12 @@ CLINICAL: tuple[ClinicalVariable, ...] = (
     ClinicalVariable("n_levels", "continuous", 1, 3, description="number of fused levels"),
     ClinicalVariable("osteoporosis", "binary", 0, 1, description="osteoporosis (DXA T-score <= -2.5)"),
     ClinicalVariable(
-        "followup_months", "continuous", 0, 240, description="follow-up after surgery, months (Table 1 only, never a predictor)", preoperative=False
+        "followup_months",
+        "continuous",
+        0,
+        240,
+        description="follow-up after surgery, months (Table 1 only, never a predictor)",
+        preoperative=False,
     ),
 )
 CLINICAL_NAMES: tuple[str, ...] = tuple(v.name for v in CLINICAL)

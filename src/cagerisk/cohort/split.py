@@ -20,9 +20,7 @@ def split_counts(n: int, fractions: Mapping[str, float]) -> dict[str, int]:
     return counts
 
 
-def stratified_split(
-    strata: Sequence[str] | pd.Series, counts: Mapping[str, int], seed: int
-) -> np.ndarray:
+def stratified_split(strata: Sequence[str] | pd.Series, counts: Mapping[str, int], seed: int) -> np.ndarray:
     """Assign each row a split so every stratum is spread over splits in proportion.
 
     Test and validation are filled first, each by largest remainder over strata, so the split sizes

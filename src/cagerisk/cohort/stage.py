@@ -68,9 +68,11 @@ def synthetic_clinical_table(cfg: DictConfig) -> tuple[pd.DataFrame, pd.DataFram
         truth.append({ID: pid, "true_risk": draw.risk, "true_logit": draw.logit, **draw.latent_dict()})
     frame = pd.DataFrame(rows)
     counts = dict(cohort.split_counts) if cohort.get("split_counts") else None
-    frame.insert(frame.columns.get_loc(OUTCOME) + 1, "split", assign_splits(
-        frame, OUTCOME, dict(cohort.split), int(cohort.seed), counts, bool(cohort.stratify_by_center)
-    ))
+    frame.insert(
+        frame.columns.get_loc(OUTCOME) + 1,
+        "split",
+        assign_splits(frame, OUTCOME, dict(cohort.split), int(cohort.seed), counts, bool(cohort.stratify_by_center)),
+    )
     return frame, pd.DataFrame(truth), draws
 
 
@@ -90,7 +92,9 @@ def oracle_summary(frame: pd.DataFrame, truth: pd.DataFrame) -> dict:
         both = part[OUTCOME].nunique() == 2
         out["oracle_auc"][name] = float(roc_auc_score(part[OUTCOME], part["true_risk"])) if both else None
     held = merged[merged["split"].isin(["val", "test"])]
-    out["oracle_auc"]["val+test"] = float(roc_auc_score(held[OUTCOME], held["true_risk"])) if held[OUTCOME].nunique() == 2 else None
+    out["oracle_auc"]["val+test"] = (
+        float(roc_auc_score(held[OUTCOME], held["true_risk"])) if held[OUTCOME].nunique() == 2 else None
+    )
     out["risk_model"] = {"intercept": latent.RISK_INTERCEPT, "weights": latent.RISK_WEIGHTS}
     return out
 
@@ -142,7 +146,9 @@ def ingest_manifest(cfg: DictConfig, out: Path) -> pd.DataFrame:
     else:
         cohort = cfg.cohort
         counts = dict(cohort.split_counts) if cohort.get("split_counts") else None
-        frame["split"] = assign_splits(frame, OUTCOME, dict(cohort.split), int(cohort.seed), counts, bool(cohort.stratify_by_center))
+        frame["split"] = assign_splits(
+            frame, OUTCOME, dict(cohort.split), int(cohort.seed), counts, bool(cohort.stratify_by_center)
+        )
     return frame
 
 

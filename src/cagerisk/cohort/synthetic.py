@@ -104,9 +104,7 @@ def grid_from_bounds(
     return Grid(tuple(size), tuple(float(s) for s in spacing), tuple(float(o) for o in origin), direction)
 
 
-def gaussian_field(
-    rng: np.random.Generator, shape: tuple[int, ...], sigma_vox: tuple[float, ...]
-) -> np.ndarray:
+def gaussian_field(rng: np.random.Generator, shape: tuple[int, ...], sigma_vox: tuple[float, ...]) -> np.ndarray:
     """Stationary Gaussian random field with unit variance and Gaussian correlation (sigma in voxels)."""
     field = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma_vox, mode="wrap")
     return field / max(float(field.std()), 1e-6)
@@ -217,9 +215,15 @@ class PatientRenderer:
         tex = self._textures(grid, rng)
         hu = np.zeros(grid.size, dtype=np.float32)
         base = {
-            an.AIR: -1000.0, an.FAT: -95.0, an.VISCERA: 32.0, an.MUSCLE: 52.0, an.CSF: 8.0,
-            an.POSTERIOR_BONE: 480.0 - 60.0 * lat.bone_loss, an.CORTEX: 950.0 - 140.0 * lat.bone_loss,
-            an.ENDPLATE: 820.0 - 150.0 * lat.endplate - 50.0 * lat.bone_loss, an.ANNULUS: 95.0,
+            an.AIR: -1000.0,
+            an.FAT: -95.0,
+            an.VISCERA: 32.0,
+            an.MUSCLE: 52.0,
+            an.CSF: 8.0,
+            an.POSTERIOR_BONE: 480.0 - 60.0 * lat.bone_loss,
+            an.CORTEX: 950.0 - 140.0 * lat.bone_loss,
+            an.ENDPLATE: 820.0 - 150.0 * lat.endplate - 50.0 * lat.bone_loss,
+            an.ANNULUS: 95.0,
             an.NUCLEUS: 78.0 - 8.0 * lat.disc,
         }
         for code, value in base.items():
@@ -245,10 +249,17 @@ class PatientRenderer:
         marrow = (430.0 + 85.0 * lat.bone_loss) if t1 else (370.0 + 55.0 * lat.bone_loss)
         nucleus = 330.0 if t1 else float(np.clip(1050.0 - 250.0 * lat.disc, 180.0, 1300.0))
         values = {
-            an.AIR: 4.0, an.FAT: 950.0 if t1 else 640.0, an.VISCERA: 380.0 if t1 else 520.0,
-            an.MUSCLE: 320.0 if t1 else 210.0, an.CSF: 190.0 if t1 else 1350.0,
-            an.POSTERIOR_BONE: 0.85 * marrow, an.CORTEX: 55.0, an.ENDPLATE: 70.0,
-            an.ANNULUS: 290.0 if t1 else 160.0, an.NUCLEUS: nucleus, an.TRABECULAR: marrow,
+            an.AIR: 4.0,
+            an.FAT: 950.0 if t1 else 640.0,
+            an.VISCERA: 380.0 if t1 else 520.0,
+            an.MUSCLE: 320.0 if t1 else 210.0,
+            an.CSF: 190.0 if t1 else 1350.0,
+            an.POSTERIOR_BONE: 0.85 * marrow,
+            an.CORTEX: 55.0,
+            an.ENDPLATE: 70.0,
+            an.ANNULUS: 290.0 if t1 else 160.0,
+            an.NUCLEUS: nucleus,
+            an.TRABECULAR: marrow,
         }
         # Thick slices: average three sub-slice samples, as the slice profile does.
         tex = self._textures(grid, rng)

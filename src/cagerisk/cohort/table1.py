@@ -129,7 +129,7 @@ def _log_weights(remaining: np.ndarray, columns: np.ndarray, limit: int, count: 
         if count[0] > limit:
             raise TooManyTables(f"more than {limit} tables")
         return own - gammaln(remaining - vectors + 1).sum(axis=1)
-    parts = [term + _log_weights(remaining - v, columns[1:], limit, count) for v, term in zip(vectors, own)]
+    parts = [term + _log_weights(remaining - v, columns[1:], limit, count) for v, term in zip(vectors, own, strict=False)]
     return np.concatenate(parts) if parts else np.empty(0)
 
 

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from cagerisk.cohort.schema import ID, OUTCOME, image_column, mask_column
 from cagerisk.deep.preprocess import CACHE_VERSION, PreprocessSettings, preprocess_volume  # noqa: F401 (re-exported)
-from cagerisk.imaging.transforms import apply_chain, augment_transforms
+from cagerisk.imaging.transforms import augment_transforms
 from cagerisk.segment.manifest import ct_mask_for_features
 
 __all__ = [
@@ -41,6 +40,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
 
 class PreprocessError(ValueError):
     """One or more inputs could not be preprocessed; the message lists every one."""
@@ -86,7 +86,12 @@ class _VolumeJobs(Dataset):
             if cache is not None and cache.is_file():
                 return {**job, "cubes": torch.load(cache, weights_only=True), "error": None}
             cubes = preprocess_volume(
-                job["image"], job["mask"], job["fused_levels"], job["sequence"], job["rois"], self.settings,
+                job["image"],
+                job["mask"],
+                job["fused_levels"],
+                job["sequence"],
+                job["rois"],
+                self.settings,
                 patient_id=job[ID],
             )
             if cache is not None:
@@ -102,8 +107,14 @@ class _VolumeJobs(Dataset):
         if self.cache_dir is None:
             return None
         stamp = json.dumps(
-            [self.settings.key(), job["sequence"], sorted(job["rois"]), job["fused_levels"],
-             _file_stamp(job["image"]), _file_stamp(job["mask"])]
+            [
+                self.settings.key(),
+                job["sequence"],
+                sorted(job["rois"]),
+                job["fused_levels"],
+                _file_stamp(job["image"]),
+                _file_stamp(job["mask"]),
+            ]
         )
         digest = hashlib.sha256(stamp.encode()).hexdigest()[:20]
         return self.cache_dir / f"{job[ID]}_{job['sequence']}_{digest}.pt"
@@ -137,15 +148,25 @@ def preprocess_cohort(
                 skipped.append(f"{row[ID]}/{seq}")
                 continue
             jobs.append(
-                {ID: str(row[ID]), "split": row.get("split"), "label": row.get(OUTCOME), "sequence": seq,
-                 "rois": rois, "image": str(row[image_column(seq)]), "mask": str(mask),
-                 "fused_levels": str(row["fused_levels"])}
+                {
+                    ID: str(row[ID]),
+                    "split": row.get("split"),
+                    "label": row.get(OUTCOME),
+                    "sequence": seq,
+                    "rois": rois,
+                    "image": str(row[image_column(seq)]),
+                    "mask": str(mask),
+                    "fused_levels": str(row["fused_levels"]),
+                }
             )
     if skipped:
         log.warning("no image or mask, input skipped (features NaN): %s", ", ".join(skipped))
     loader = DataLoader(
         _VolumeJobs(jobs, settings, Path(cache_dir) if cache_dir else None),
-        batch_size=None, shuffle=False, num_workers=num_workers, collate_fn=_first,
+        batch_size=None,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_first,
     )
     index = {pair: i for i, pair in enumerate(inputs)}
     samples: list[dict[str, Any]] = []
@@ -160,14 +181,19 @@ def preprocess_cohort(
             for roi, cube in result["cubes"].items():
                 label = result["label"]
                 samples.append(
-                    {"image": cube, "input_index": index[(result["sequence"], roi)],
-                     "label": float(label) if _present(label) else float("nan"),
-                     ID: result[ID], "split": result["split"], "sequence": result["sequence"], "roi": roi}
+                    {
+                        "image": cube,
+                        "input_index": index[(result["sequence"], roi)],
+                        "label": float(label) if _present(label) else float("nan"),
+                        ID: result[ID],
+                        "split": result["split"],
+                        "sequence": result["sequence"],
+                        "roi": roi,
+                    }
                 )
     if errors:
         raise PreprocessError(
-            f"{len(errors)} of {len(jobs)} volume(s) could not be preprocessed "
-            f"(the others are cached):\n  " + "\n  ".join(errors)
+            f"{len(errors)} of {len(jobs)} volume(s) could not be preprocessed (the others are cached):\n  " + "\n  ".join(errors)
         )
     log.info("preprocessed %d ViT inputs from %d volumes", len(samples), len(jobs))
     return samples
@@ -238,7 +264,11 @@ class DeepDataModule(L.LightningDataModule):
             sampler = WeightedRandomSampler(weights, num_samples=len(labels), replacement=True, generator=generator)
             return DataLoader(data, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers)
         return DataLoader(
-            data, batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers, generator=generator,
+            data,
+            batch_size=self.batch_size,
+            shuffle=True,
+            num_workers=self.num_workers,
+            generator=generator,
             drop_last=len(data) > self.batch_size,
         )
 

@@ -19,10 +19,18 @@ import torch
 
 from cagerisk.atomic import load_torch_bundle, save_torch_bundle
 from cagerisk.cohort.schema import ID
-from cagerisk.deep.preprocess import PreprocessSettings, preprocess_volume
 from cagerisk.deep.model import DeepRadiomicsNet, build_deep_net, input_key
+from cagerisk.deep.preprocess import PreprocessSettings, preprocess_volume
 
-__all__ = ["DeepBundle", "DeepEmbedder", "embed_samples", "embedding_table", "feature_columns", "load_deep_bundle", "save_deep_bundle"]
+__all__ = [
+    "DeepBundle",
+    "DeepEmbedder",
+    "embed_samples",
+    "embedding_table",
+    "feature_columns",
+    "load_deep_bundle",
+    "save_deep_bundle",
+]
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +42,9 @@ def feature_columns(inputs: Sequence[tuple[str, str]], embed_dim: int) -> list[s
 
 
 @torch.no_grad()
-def embed_samples(net: DeepRadiomicsNet, samples: Sequence[dict[str, Any]], batch_size: int = 16, device: str = "cpu") -> np.ndarray:
+def embed_samples(
+    net: DeepRadiomicsNet, samples: Sequence[dict[str, Any]], batch_size: int = 16, device: str = "cpu"
+) -> np.ndarray:
     """Embeddings ``[n_samples, embed_dim]`` in evaluation mode (no dropout, no augmentation)."""
     net = net.to(device).eval()
     out = []
@@ -118,8 +128,15 @@ class DeepEmbedder:
                 raise KeyError(f"sequence {sequence!r} is not an input of the deep model ({self.inputs})")
             cubes = preprocess_volume(image, mask, fused_levels, sequence, rois, self.settings, patient_id=patient_id)
             for roi, cube in cubes.items():
-                samples.append({"image": cube, "input_index": self.inputs.index((sequence, roi)), ID: patient_id,
-                                "sequence": sequence, "roi": roi})
+                samples.append(
+                    {
+                        "image": cube,
+                        "input_index": self.inputs.index((sequence, roi)),
+                        ID: patient_id,
+                        "sequence": sequence,
+                        "roi": roi,
+                    }
+                )
         embeddings = embed_samples(self.net, samples, device=self.device) if samples else np.zeros((0, self.net.embed_dim))
         table = embedding_table(samples, embeddings, self.inputs, [patient_id]) if samples else None
         if table is None:

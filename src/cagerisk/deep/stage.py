@@ -93,22 +93,33 @@ def run_deep_stage(cfg: DictConfig) -> float:
         pretrained_counts: dict[str, int] = {}
         if dcfg.get("pretrained"):
             report = load_pretrained(
-                net.backbone, str(dcfg.pretrained), key_map=deep_cfg.get("pretrained_key_map"),
+                net.backbone,
+                str(dcfg.pretrained),
+                key_map=deep_cfg.get("pretrained_key_map"),
                 strict=bool(dcfg.get("pretrained_strict", False)),
             )
             pretrained_counts = {f"pretrained_{k}": v for k, v in report.counts().items()}
             if run is not None:
                 mlflow.log_dict(
-                    {"summary": report.summary(), "loaded": report.loaded, "inflated": report.inflated,
-                     "incompatible": report.incompatible, "unexpected": report.unexpected, "missing": report.missing},
+                    {
+                        "summary": report.summary(),
+                        "loaded": report.loaded,
+                        "inflated": report.inflated,
+                        "incompatible": report.incompatible,
+                        "unexpected": report.unexpected,
+                        "missing": report.missing,
+                    },
                     "pretrained_report.json",
                 )
                 mlflow.log_metrics({k: float(v) for k, v in pretrained_counts.items()})
 
         datamodule = DeepDataModule(
-            samples, batch_size=int(dcfg.batch_size), num_workers=int(dcfg.num_workers),
+            samples,
+            batch_size=int(dcfg.batch_size),
+            num_workers=int(dcfg.num_workers),
             augment=OmegaConf.to_container(dcfg.augment, resolve=True),
-            balanced_sampler=str(dcfg.imbalance) == "sampler", seed=int(cfg.seed),
+            balanced_sampler=str(dcfg.imbalance) == "sampler",
+            seed=int(cfg.seed),
         )
         if not datamodule.by_split["train"] or not datamodule.by_split["val"]:
             raise ValueError(f"manifest {dcfg.manifest}: the deep stage needs training and validation patients")
@@ -116,15 +127,23 @@ def run_deep_stage(cfg: DictConfig) -> float:
         trainer_cfg = OmegaConf.to_container(dcfg.trainer, resolve=True)
         on_gpu = gpu_available(trainer_cfg)
         module = CSClassifier(
-            net, lr=float(dcfg.lr), weight_decay=float(dcfg.weight_decay), pos_weight=pos_weight,
-            max_epochs=int(trainer_cfg["max_epochs"]), warmup_epochs=int(dcfg.warmup_epochs),
+            net,
+            lr=float(dcfg.lr),
+            weight_decay=float(dcfg.weight_decay),
+            pos_weight=pos_weight,
+            max_epochs=int(trainer_cfg["max_epochs"]),
+            warmup_epochs=int(dcfg.warmup_epochs),
             compile=bool(dcfg.compile) and on_gpu,
         )
         checkpoint, last_checkpoint = checkpoint_callbacks(checkpoint_dir, "vit3d", monitor="val_auc")
         stopper = EarlyStopping(monitor="val_auc", mode="max", patience=int(dcfg.patience))
         trainer = make_trainer(
-            trainer_cfg, active_run_logger(run), [checkpoint, last_checkpoint, stopper], default_root_dir=checkpoint_dir,
-            bf16=bool(dcfg.bf16), progress_bar=bool(dcfg.progress_bar),
+            trainer_cfg,
+            active_run_logger(run),
+            [checkpoint, last_checkpoint, stopper],
+            default_root_dir=checkpoint_dir,
+            bf16=bool(dcfg.bf16),
+            progress_bar=bool(dcfg.progress_bar),
         )
         trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_resume(dcfg.get("resume"), checkpoint_dir))
         train_seconds = time.perf_counter() - started - prep_seconds
@@ -143,26 +162,37 @@ def run_deep_stage(cfg: DictConfig) -> float:
 
         metrics = head_metrics(net, samples, int(dcfg.batch_size))
         metrics.update(
-            {"n_inputs": float(len(samples)), "n_features": float(table.shape[1] - 1), "pos_weight": pos_weight,
-             "preprocess_seconds": prep_seconds, "train_seconds": train_seconds,
-             "epochs_run": float(trainer.current_epoch), "cpu_seconds": time.process_time() - cpu_started}
+            {
+                "n_inputs": float(len(samples)),
+                "n_features": float(table.shape[1] - 1),
+                "pos_weight": pos_weight,
+                "preprocess_seconds": prep_seconds,
+                "train_seconds": train_seconds,
+                "epochs_run": float(trainer.current_epoch),
+                "cpu_seconds": time.process_time() - cpu_started,
+            }
         )
         (features_path.parent / "deep_metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         bundle = DeepBundle(
             deep_cfg={"backbone": deep_cfg["backbone"], "head": deep_cfg["head"]},
             inputs=[list(p) for p in inputs],
             state_dict={k: v.detach().cpu() for k, v in net.state_dict().items()},
-            input_size=settings.input_size, margin_mm=settings.margin_mm, metrics=metrics,
+            input_size=settings.input_size,
+            margin_mm=settings.margin_mm,
+            metrics=metrics,
         )
         save_deep_bundle(bundle, dcfg.model_path)
         if run is not None:
             mlflow.log_metrics({f"final_{k}" if k == "val_auc" else k: v for k, v in metrics.items()})
             log_torch_model(net, "vit3d", str(dcfg.model_path))
         log.info(
-            "deep stage: %d inputs, %d features; ViT head AUC val %.3f; "
-            "%.0f s preprocessing, %.0f s training (wall), %.0f s CPU",
-            len(samples), table.shape[1] - 1, metrics.get("val_auc", float("nan")),
-            prep_seconds, train_seconds, metrics["cpu_seconds"],
+            "deep stage: %d inputs, %d features; ViT head AUC val %.3f; %.0f s preprocessing, %.0f s training (wall), %.0f s CPU",
+            len(samples),
+            table.shape[1] - 1,
+            metrics.get("val_auc", float("nan")),
+            prep_seconds,
+            train_seconds,
+            metrics["cpu_seconds"],
         )
     return float(metrics.get("val_auc", float("nan")))
 

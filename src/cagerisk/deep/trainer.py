@@ -66,12 +66,21 @@ def checkpoint_callbacks(
     starts cleanly at the next epoch.
     """
     best = ModelCheckpoint(
-        dirpath=str(dirpath), filename=f"{prefix}-{{epoch:03d}}", monitor=monitor, mode=mode, save_top_k=1,
+        dirpath=str(dirpath),
+        filename=f"{prefix}-{{epoch:03d}}",
+        monitor=monitor,
+        mode=mode,
+        save_top_k=1,
         save_on_train_epoch_end=True,
     )
     last = ModelCheckpoint(
-        dirpath=str(dirpath), filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
-        save_on_train_epoch_end=True, enable_version_counter=False,
+        dirpath=str(dirpath),
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        every_n_epochs=1,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
     )
     return best, last
 

@@ -8,11 +8,11 @@ from sklearn.base import BaseEstimator
 from sklearn.inspection import permutation_importance
 
 
-def permutation_auc_importance(
-    model: BaseEstimator, X: pd.DataFrame, y, n_repeats: int = 20, seed: int = 0
-) -> pd.DataFrame:
+def permutation_auc_importance(model: BaseEstimator, X: pd.DataFrame, y, n_repeats: int = 20, seed: int = 0) -> pd.DataFrame:
     """Mean drop in AUC when one input column is shuffled (on patients the model was not fitted on)."""
-    result = permutation_importance(model, X, np.asarray(y).astype(int), scoring="roc_auc", n_repeats=n_repeats, random_state=seed, n_jobs=1)
+    result = permutation_importance(
+        model, X, np.asarray(y).astype(int), scoring="roc_auc", n_repeats=n_repeats, random_state=seed, n_jobs=1
+    )
     frame = pd.DataFrame(
         {"feature": list(X.columns), "auc_drop": result.importances_mean, "auc_drop_std": result.importances_std}
     )

@@ -22,7 +22,7 @@ def _check_binary(y, *scores) -> tuple[np.ndarray, list[np.ndarray]]:
     if y.ndim != 1:
         raise ValueError("y must be one-dimensional")
     values = set(np.unique(y).tolist())
-    if not values <= {0, 1, True, False}:
+    if not values <= {0, 1}:
         raise ValueError(f"y must be 0/1, got values {sorted(values)}")
     y = y.astype(int)
     out = []
@@ -97,9 +97,7 @@ def _fast_auc(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return (ranks[:, y == 1].sum(axis=1) - m * (m + 1) / 2) / (m * n)
 
 
-def auc_ci_bootstrap(
-    y, score, level: float = 0.95, n_boot: int = 2000, seed: int = 0, stratified: bool = True
-) -> AUCInterval:
+def auc_ci_bootstrap(y, score, level: float = 0.95, n_boot: int = 2000, seed: int = 0, stratified: bool = True) -> AUCInterval:
     """AUC with a percentile bootstrap interval; stratified resampling keeps the numbers of positives
     and negatives fixed, so every resample has both outcomes (pROC's ``stratified = TRUE``)."""
     y, (s,) = _check_binary(y, score)
@@ -122,7 +120,9 @@ def auc_ci_bootstrap(
     aucs = np.concatenate(aucs)
     alpha = (1 - level) / 2
     auc = float(_fast_auc(y, s[None, :])[0])
-    return AUCInterval(auc, float(np.quantile(aucs, alpha)), float(np.quantile(aucs, 1 - alpha)), float(np.std(aucs, ddof=1)), "bootstrap")
+    return AUCInterval(
+        auc, float(np.quantile(aucs, alpha)), float(np.quantile(aucs, 1 - alpha)), float(np.std(aucs, ddof=1)), "bootstrap"
+    )
 
 
 @dataclass(frozen=True)
@@ -254,7 +254,13 @@ class HosmerLemeshow:
     in_sample: bool
 
     def as_dict(self) -> dict[str, float]:
-        return {"statistic": self.statistic, "df": self.df, "p_value": self.p_value, "n_groups": self.n_groups, "merged": self.merged}
+        return {
+            "statistic": self.statistic,
+            "df": self.df,
+            "p_value": self.p_value,
+            "n_groups": self.n_groups,
+            "merged": self.merged,
+        }
 
 
 def hosmer_lemeshow(y, prob, n_groups: int = 10, in_sample: bool = False) -> HosmerLemeshow:
@@ -315,11 +321,17 @@ def hosmer_lemeshow(y, prob, n_groups: int = 10, in_sample: bool = False) -> Hos
         else:
             term = (o1 - e1) ** 2 / e1 + (o0 - e0) ** 2 / e0
         statistic += term
-        rows.append({"group": labels[k], "n": len(idx), "observed": o1, "expected": e1, "mean_prob": float(p[idx].mean()), "term": term})
+        rows.append(
+            {"group": labels[k], "n": len(idx), "observed": o1, "expected": e1, "mean_prob": float(p[idx].mean()), "term": term}
+        )
     df = used - 2 if in_sample else used
     if df < 1:
-        raise ValueError(f"Hosmer-Lemeshow: {used} group(s) left after merging groups with an expected count of 0; need {minimum}")
-    return HosmerLemeshow(float(statistic), int(df), float(stats.chi2.sf(statistic, df)), pd.DataFrame(rows), used, requested - used, in_sample)
+        raise ValueError(
+            f"Hosmer-Lemeshow: {used} group(s) left after merging groups with an expected count of 0; need {minimum}"
+        )
+    return HosmerLemeshow(
+        float(statistic), int(df), float(stats.chi2.sf(statistic, df)), pd.DataFrame(rows), used, requested - used, in_sample
+    )
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,11 @@ if TYPE_CHECKING:
 COLORS = {"clinical_model": "tab:green", "rad_sign": "tab:blue", "dl_sign": "tab:orange", "combined": "tab:red"}
 
 
-def plot_roc_panels(
-    panels: Mapping[str, tuple[np.ndarray, Mapping[str, np.ndarray]]], labels: Mapping[str, str]
-) -> Figure:
+def plot_roc_panels(panels: Mapping[str, tuple[np.ndarray, Mapping[str, np.ndarray]]], labels: Mapping[str, str]) -> Figure:
     """One ROC panel per cohort split: ``{title: (y, {model: probabilities})}``."""
     plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.8), squeeze=False)
-    for ax, (title, (y, probs)) in zip(axes[0], panels.items()):
+    for ax, (title, (y, probs)) in zip(axes[0], panels.items(), strict=False):
         for name, p in probs.items():
             fpr, tpr, _ = roc_curve(y, p)
             ax.plot(fpr, tpr, color=COLORS.get(name), lw=1.6, label=f"{labels.get(name, name)} (AUC {roc_auc_score(y, p):.3f})")
@@ -71,7 +69,7 @@ def plot_importance(tables: Mapping[str, pd.DataFrame], value_columns: Mapping[s
     """Horizontal bars per table (e.g. LASSO coefficients per signature, permutation importance)."""
     plt = pyplot()
     fig, axes = plt.subplots(1, len(tables), figsize=(6 * len(tables), 5), squeeze=False)
-    for ax, (title, frame) in zip(axes[0], tables.items()):
+    for ax, (title, frame) in zip(axes[0], tables.items(), strict=False):
         column = value_columns[title]
         if frame.empty or column not in frame:
             ax.set_axis_off()
@@ -86,7 +84,13 @@ def plot_importance(tables: Mapping[str, pd.DataFrame], value_columns: Mapping[s
     return fig
 
 
-def plot_readers(y: np.ndarray, model_prob: np.ndarray, threshold: float, readers: Mapping[str, tuple[np.ndarray, np.ndarray | None]], title: str) -> Figure:
+def plot_readers(
+    y: np.ndarray,
+    model_prob: np.ndarray,
+    threshold: float,
+    readers: Mapping[str, tuple[np.ndarray, np.ndarray | None]],
+    title: str,
+) -> Figure:
     """The model's ROC curve with its operating point and each reader's operating point (and ROC)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 5))
@@ -119,4 +123,3 @@ def save(fig: Figure, path) -> str:
 
 def _short(name: str, width: int = 48) -> str:
     return name if len(name) <= width else "..." + name[-(width - 3) :]
-

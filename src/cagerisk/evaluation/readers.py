@@ -100,7 +100,15 @@ def kappa_with_ci(calls_a, calls_b, level: float = 0.95) -> dict[str, float]:
     table = pd.crosstab(a, b).reindex(index=categories, columns=categories, fill_value=0).to_numpy()
     n = int(table.sum())
     agreement = float(np.trace(table) / n) if n else float("nan")
-    out = {"n": n, "kappa": float("nan"), "kappa_se": float("nan"), "kappa_ci_low": float("nan"), "kappa_ci_high": float("nan"), "kappa_p": float("nan"), "agreement": agreement}
+    out = {
+        "n": n,
+        "kappa": float("nan"),
+        "kappa_se": float("nan"),
+        "kappa_ci_low": float("nan"),
+        "kappa_ci_high": float("nan"),
+        "kappa_p": float("nan"),
+        "agreement": agreement,
+    }
     chance = float((table.sum(axis=1) @ table.sum(axis=0)) / n**2) if n else 1.0
     if len(categories) < 2 or chance >= 1.0:  # one category used by both readers: kappa is 0/0
         return out
@@ -121,4 +129,6 @@ def inter_reader_kappa(predictions: Mapping[str, np.ndarray], level: float = 0.9
     rows = []
     for (a, pa), (b, pb) in itertools.combinations(predictions.items(), 2):
         rows.append({"reader_a": a, "reader_b": b, **kappa_with_ci(pa, pb, level)})
-    return pd.DataFrame(rows, columns=["reader_a", "reader_b", "n", "kappa", "kappa_se", "kappa_ci_low", "kappa_ci_high", "kappa_p", "agreement"])
+    return pd.DataFrame(
+        rows, columns=["reader_a", "reader_b", "n", "kappa", "kappa_se", "kappa_ci_low", "kappa_ci_high", "kappa_p", "agreement"]
+    )

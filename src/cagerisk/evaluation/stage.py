@@ -33,8 +33,8 @@ from cagerisk.evaluation.plots import plot_calibration_and_dca, plot_importance,
 from cagerisk.evaluation.readers import compare_with_readers, inter_reader_kappa, reader_columns
 from cagerisk.evaluation.report import html_table, render_report
 from cagerisk.features import plot_lasso, selection_report
-from cagerisk.models.served import MODEL_FILE, CombinedModel
 from cagerisk.models.data import InputError, read_manifest
+from cagerisk.models.served import MODEL_FILE, CombinedModel
 from cagerisk.models.signatures import lasso_of, selected_features_table
 from cagerisk.tracking import stage_run
 
@@ -69,7 +69,9 @@ def split_masks(scores: pd.DataFrame) -> dict[str, np.ndarray]:
     return {"train": split == "train", "val": split == "val", "test": split == "test", "val+test": split != "train"}
 
 
-def performance_table(scores: pd.DataFrame, thresholds: Mapping[str, float], settings: Mapping[str, Any], seed: int) -> pd.DataFrame:
+def performance_table(
+    scores: pd.DataFrame, thresholds: Mapping[str, float], settings: Mapping[str, Any], seed: int
+) -> pd.DataFrame:
     """Table 2: per model and split, AUC with DeLong and bootstrap CIs and metrics at the model's threshold."""
     y_all = scores[OUTCOME].to_numpy(dtype=int)
     rows = []
@@ -106,12 +108,22 @@ def table2_display(perf: pd.DataFrame) -> pd.DataFrame:
         {
             "Model": perf["model"],
             "Cohort": perf["split"].map(SPLIT_TITLES),
-            "n (CS)": [f"{n} ({k})" for n, k in zip(perf["n"], perf["n_cs"])],
-            "AUC (95% CI)": [f"{a:.3f} ({lo:.3f}-{hi:.3f})" for a, lo, hi in zip(perf["auc"], perf["auc_ci_low"], perf["auc_ci_high"])],
-            "Bootstrap CI": [f"{lo:.3f}-{hi:.3f}" for lo, hi in zip(perf["auc_boot_low"], perf["auc_boot_high"])],
+            "n (CS)": [f"{n} ({k})" for n, k in zip(perf["n"], perf["n_cs"], strict=False)],
+            "AUC (95% CI)": [
+                f"{a:.3f} ({lo:.3f}-{hi:.3f})"
+                for a, lo, hi in zip(perf["auc"], perf["auc_ci_low"], perf["auc_ci_high"], strict=False)
+            ],
+            "Bootstrap CI": [f"{lo:.3f}-{hi:.3f}" for lo, hi in zip(perf["auc_boot_low"], perf["auc_boot_high"], strict=False)],
         }
     )
-    for column, title in (("accuracy", "ACC"), ("sensitivity", "SEN"), ("specificity", "SPE"), ("ppv", "PPV"), ("npv", "NPV"), ("f1", "F1")):
+    for column, title in (
+        ("accuracy", "ACC"),
+        ("sensitivity", "SEN"),
+        ("specificity", "SPE"),
+        ("ppv", "PPV"),
+        ("npv", "NPV"),
+        ("f1", "F1"),
+    ):
         out[title] = perf[column].to_numpy()
     return out
 
@@ -127,7 +139,19 @@ def delong_table(scores: pd.DataFrame) -> pd.DataFrame:
             if column == "combined":
                 continue
             test = delong_test(y, scores.loc[mask, "combined"].to_numpy(float), scores.loc[mask, column].to_numpy(float))
-            rows.append({"split": split, "comparison": f"Combined vs {label}", "auc_combined": test.auc1, "auc_other": test.auc2, "difference": test.difference, "z": test.z, "p_value": test.p_value, "method": test.method, "note": test.note})
+            rows.append(
+                {
+                    "split": split,
+                    "comparison": f"Combined vs {label}",
+                    "auc_combined": test.auc1,
+                    "auc_other": test.auc2,
+                    "difference": test.difference,
+                    "z": test.z,
+                    "p_value": test.p_value,
+                    "method": test.method,
+                    "note": test.note,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -143,7 +167,13 @@ def calibration_table(scores: pd.DataFrame, settings: Mapping[str, Any]) -> pd.D
         y = y_all[mask]
         for column, label in MODELS:
             p = scores.loc[mask, column].to_numpy(float)
-            row: dict[str, Any] = {"model": label, "key": column, "split": split, "n": int(mask.sum()), "brier": brier_score(y, p)}
+            row: dict[str, Any] = {
+                "model": label,
+                "key": column,
+                "split": split,
+                "n": int(mask.sum()),
+                "brier": brier_score(y, p),
+            }
             groups = min(int(settings["hl_groups"]), max(3, len(y) // 5))
             if len(y) >= 3 * 3:
                 hl = hosmer_lemeshow(y, p, groups)
@@ -174,13 +204,21 @@ def calibration_display(calib: pd.DataFrame) -> pd.DataFrame:
             "Cohort": calib["split"].map(SPLIT_TITLES),
             "n": calib["n"],
             "Brier": calib["brier"],
-            "Intercept (95% CI)": [with_ci(*v) for v in zip(calib["cal_intercept"], calib["cal_intercept_low"], calib["cal_intercept_high"])],
-            "Slope (95% CI)": [with_ci(*v) for v in zip(calib["cal_slope"], calib["cal_slope_low"], calib["cal_slope_high"])],
+            "Intercept (95% CI)": [
+                with_ci(*v)
+                for v in zip(calib["cal_intercept"], calib["cal_intercept_low"], calib["cal_intercept_high"], strict=False)
+            ],
+            "Slope (95% CI)": [
+                with_ci(*v) for v in zip(calib["cal_slope"], calib["cal_slope_low"], calib["cal_slope_high"], strict=False)
+            ],
         }
     )
     if "hl_statistic" in calib:
         out["HL statistic"] = calib["hl_statistic"]
-        out["HL df"] = [("-" if not np.isfinite(d) else f"{int(d)}" + (f" ({int(m)} merged)" if m else "")) for d, m in zip(calib["hl_df"], calib["hl_merged"].fillna(0))]
+        out["HL df"] = [
+            ("-" if not np.isfinite(d) else f"{int(d)}" + (f" ({int(m)} merged)" if m else ""))
+            for d, m in zip(calib["hl_df"], calib["hl_merged"].fillna(0), strict=False)
+        ]
         out["HL p"] = calib["hl_p"]
     out["Note"] = calib["cal_note"]
     return out
@@ -261,13 +299,19 @@ def write_evaluation(cfg: DictConfig) -> tuple[dict[str, Any], pd.DataFrame]:
     y_all = scores[OUTCOME].to_numpy(dtype=int)
 
     # Each single model gets its own Youden threshold on validation; the combined model's is the stored one.
-    thresholds = {column: youden_threshold(y_all[masks["val"]], scores.loc[masks["val"], column].to_numpy(float)) for column, _ in MODELS}
+    thresholds = {
+        column: youden_threshold(y_all[masks["val"]], scores.loc[masks["val"], column].to_numpy(float)) for column, _ in MODELS
+    }
     thresholds["combined"] = model.threshold
 
     perf = performance_table(scores, thresholds, settings, seed)
     delong = delong_table(scores)
     calib = calibration_table(scores, settings)
-    dca = {split: decision_curve(y_all[masks[split]], {c: scores.loc[masks[split], c].to_numpy(float) for c, _ in MODELS}) for split in ("val", "test", "val+test") if len(np.unique(y_all[masks[split]])) == 2}
+    dca = {
+        split: decision_curve(y_all[masks[split]], {c: scores.loc[masks[split], c].to_numpy(float) for c, _ in MODELS})
+        for split in ("val", "test", "val+test")
+        if len(np.unique(y_all[masks[split]])) == 2
+    }
 
     # Figure 1: LASSO of each signature.
     fig1 = []
@@ -275,7 +319,16 @@ def write_evaluation(cfg: DictConfig) -> tuple[dict[str, Any], pd.DataFrame]:
     for name, pipeline in (("rad", model.rad_pipeline), ("dl", model.dl_pipeline)):
         found = lasso_of(pipeline)
         if found is not None and hasattr(found[0], "coef_path_"):
-            fig1.append(Path(save(plot_lasso(*found, title=f"{LABELS[name + '_sign']}: LASSO on the training split"), figures / f"fig1_lasso_{name}.png")).relative_to(reports).as_posix())
+            fig1.append(
+                Path(
+                    save(
+                        plot_lasso(*found, title=f"{LABELS[name + '_sign']}: LASSO on the training split"),
+                        figures / f"fig1_lasso_{name}.png",
+                    )
+                )
+                .relative_to(reports)
+                .as_posix()
+            )
         report = selection_report(pipeline)
         report.insert(0, "signature", LABELS[f"{name}_sign"])
         selection_rows.append(report)
@@ -294,36 +347,73 @@ def write_evaluation(cfg: DictConfig) -> tuple[dict[str, Any], pd.DataFrame]:
     for split in ("val", "test"):
         mask = masks[split]
         if len(np.unique(y_all[mask])) == 2:
-            fig = plot_calibration_and_dca(y_all[mask], {c: scores.loc[mask, c].to_numpy(float) for c, _ in MODELS}, LABELS, SPLIT_TITLES[split], int(settings["calibration_bins"]))
+            fig = plot_calibration_and_dca(
+                y_all[mask],
+                {c: scores.loc[mask, c].to_numpy(float) for c, _ in MODELS},
+                LABELS,
+                SPLIT_TITLES[split],
+                int(settings["calibration_bins"]),
+            )
             fig3.append(Path(save(fig, figures / f"fig3_calibration_dca_{split}.png")).relative_to(reports).as_posix())
 
     # Feature importance: LASSO coefficients and permutation importance of the combined model on held-out patients.
     rad_features = selected_features_table(model.rad_pipeline)
     dl_features = selected_features_table(model.dl_pipeline)
     held = masks["val+test"]
-    permutation = permutation_auc_importance(model.combined_pipeline, scores.loc[held, model.input_columns], y_all[held], int(settings["permutation_repeats"]), seed)
-    importance_tables = {"Rad-sign (LASSO)": rad_features, "DL-sign (LASSO)": dl_features, "Combined (permutation, held-out)": permutation}
-    importance_columns = {"Rad-sign (LASSO)": "lasso_coef", "DL-sign (LASSO)": "lasso_coef", "Combined (permutation, held-out)": "auc_drop"}
-    fig_importance = Path(save(plot_importance(importance_tables, importance_columns), figures / "fig4_importance.png")).relative_to(reports).as_posix()
+    permutation = permutation_auc_importance(
+        model.combined_pipeline, scores.loc[held, model.input_columns], y_all[held], int(settings["permutation_repeats"]), seed
+    )
+    importance_tables = {
+        "Rad-sign (LASSO)": rad_features,
+        "DL-sign (LASSO)": dl_features,
+        "Combined (permutation, held-out)": permutation,
+    }
+    importance_columns = {
+        "Rad-sign (LASSO)": "lasso_coef",
+        "DL-sign (LASSO)": "lasso_coef",
+        "Combined (permutation, held-out)": "auc_drop",
+    }
+    fig_importance = (
+        Path(save(plot_importance(importance_tables, importance_columns), figures / "fig4_importance.png"))
+        .relative_to(reports)
+        .as_posix()
+    )
 
     # Readers.
     readers_frame, kappa = pd.DataFrame(), pd.DataFrame()
     fig_readers = []
     columns = reader_columns(manifest)
     if columns:
-        merged = scores.merge(manifest.reset_index(drop=True)[[ID, *[c for pair in columns.values() for c in pair if c]]], on=ID, how="left")
+        merged = scores.merge(
+            manifest.reset_index(drop=True)[[ID, *[c for pair in columns.values() for c in pair if c]]], on=ID, how="left"
+        )
         parts = []
         for split in ("test", "val+test"):
             mask = split_masks(merged)[split]
             y = merged.loc[mask, OUTCOME].to_numpy(int)
-            available = {name: (merged.loc[mask, b].to_numpy(), merged.loc[mask, p].to_numpy(float) if p else None) for name, (b, p) in columns.items() if merged.loc[mask, b].notna().all()}
+            available = {
+                name: (merged.loc[mask, b].to_numpy(), merged.loc[mask, p].to_numpy(float) if p else None)
+                for name, (b, p) in columns.items()
+                if merged.loc[mask, b].notna().all()
+            }
             if not available or len(np.unique(y)) < 2:
                 continue
             table = compare_with_readers(y, merged.loc[mask, "combined"].to_numpy(float), model.threshold, available)
             table.insert(0, "split", split)
             parts.append(table)
             if split == "val+test":
-                fig_readers.append(Path(save(plot_readers(y, merged.loc[mask, "combined"].to_numpy(float), model.threshold, available, SPLIT_TITLES[split]), figures / "fig5_readers.png")).relative_to(reports).as_posix())
+                fig_readers.append(
+                    Path(
+                        save(
+                            plot_readers(
+                                y, merged.loc[mask, "combined"].to_numpy(float), model.threshold, available, SPLIT_TITLES[split]
+                            ),
+                            figures / "fig5_readers.png",
+                        )
+                    )
+                    .relative_to(reports)
+                    .as_posix()
+                )
         readers_frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
         complete = merged[[b for b, _ in columns.values()]].dropna()
         if len(columns) >= 2:
@@ -343,15 +433,32 @@ def write_evaluation(cfg: DictConfig) -> tuple[dict[str, Any], pd.DataFrame]:
     log.info(
         "combined model calibration slope (1 is ideal, below 1 too extreme): %s",
         "; ".join(
-            f"{SPLIT_TITLES[r.split]} {r.cal_slope:.2f} ({r.cal_slope_low:.2f} to {r.cal_slope_high:.2f})" if np.isfinite(r.cal_slope) else f"{SPLIT_TITLES[r.split]} n/a ({r.cal_note})"
+            f"{SPLIT_TITLES[r.split]} {r.cal_slope:.2f} ({r.cal_slope_low:.2f} to {r.cal_slope_high:.2f})"
+            if np.isfinite(r.cal_slope)
+            else f"{SPLIT_TITLES[r.split]} n/a ({r.cal_note})"
             for r in combined_calibration.itertuples()
         ),
     )
     acceptance = acceptance_check(cfg, scores, float(settings["acceptance_ratio"]))
     if acceptance:
-        log.info("held-out combined AUC %.3f vs oracle %.3f (ratio %.3f); beats rad %s, dl %s", acceptance["combined_auc"], acceptance["oracle_auc"], acceptance["ratio"], acceptance["beats_rad"], acceptance["beats_dl"])
+        log.info(
+            "held-out combined AUC %.3f vs oracle %.3f (ratio %.3f); beats rad %s, dl %s",
+            acceptance["combined_auc"],
+            acceptance["oracle_auc"],
+            acceptance["ratio"],
+            acceptance["beats_rad"],
+            acceptance["beats_dl"],
+        )
 
-    for name, frame in (("table2_performance", perf), ("delong", delong), ("calibration", calib), ("selection", selection), ("importance_combined", permutation), ("readers", readers_frame), ("reader_kappa", kappa)):
+    for name, frame in (
+        ("table2_performance", perf),
+        ("delong", delong),
+        ("calibration", calib),
+        ("selection", selection),
+        ("importance_combined", permutation),
+        ("readers", readers_frame),
+        ("reader_kappa", kappa),
+    ):
         frame.to_csv(figures / f"{name}.csv", index=False)
     for split, frame in dca.items():
         frame.to_csv(figures / f"decision_curve_{split.replace('+', '_')}.csv", index=False)
@@ -360,7 +467,10 @@ def write_evaluation(cfg: DictConfig) -> tuple[dict[str, Any], pd.DataFrame]:
         "threshold": model.threshold,
         "thresholds": thresholds,
         "performance": {
-            key: {split: _clean(row.drop(["model", "key", "split"]).to_dict()) for split, row in group.set_index("split", drop=False).iterrows()}
+            key: {
+                split: _clean(row.drop(["model", "key", "split"]).to_dict())
+                for split, row in group.set_index("split", drop=False).iterrows()
+            }
             for key, group in perf.groupby("key")
         },
         "delong": _clean_records(delong),
@@ -368,7 +478,20 @@ def write_evaluation(cfg: DictConfig) -> tuple[dict[str, Any], pd.DataFrame]:
         # logistic recalibration per model and split: {key: {split: {intercept, slope, CIs}}}
         "calibration_fit": {
             key: {
-                row["split"]: _clean({k.removeprefix("cal_"): row[k] for k in ("cal_intercept", "cal_intercept_low", "cal_intercept_high", "cal_slope", "cal_slope_low", "cal_slope_high", "cal_note")})
+                row["split"]: _clean(
+                    {
+                        k.removeprefix("cal_"): row[k]
+                        for k in (
+                            "cal_intercept",
+                            "cal_intercept_low",
+                            "cal_intercept_high",
+                            "cal_slope",
+                            "cal_slope_low",
+                            "cal_slope_high",
+                            "cal_note",
+                        )
+                    }
+                )
                 for _, row in group.iterrows()
             }
             for key, group in calib.groupby("key")

@@ -138,7 +138,7 @@ class ICCFilter(SelectorMixin, BaseEstimator):
                 f"none of the {len(names)} features (e.g. {names[:3]}) is in the ICC table "
                 f"({len(values)} features, e.g. {values.index[:3].tolist()}).{hint}"
             )
-        missing_names = [n for n, found in zip(names, in_table) if not found]
+        missing_names = [n for n, found in zip(names, in_table, strict=False) if not found]
         if missing_names and self.missing == "error":
             raise ValueError(
                 f"{len(missing_names)} feature(s) not in the ICC table, e.g. {missing_names[:5]} "

@@ -69,7 +69,9 @@ class LassoSelector(SelectorMixin, BaseEstimator):
             folds = list(StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=self.random_state).split(X, target))
         else:
             # Any other target (multiclass codes, a continuous score) is regressed on as a number.
-            target = np.unique(y, return_inverse=True)[1].astype(np.float64) if y.dtype.kind not in "fiub" else y.astype(np.float64)
+            target = (
+                np.unique(y, return_inverse=True)[1].astype(np.float64) if y.dtype.kind not in "fiub" else y.astype(np.float64)
+            )
             n_splits = max(2, min(int(self.cv), len(target)))
             folds = list(KFold(n_splits=n_splits, shuffle=True, random_state=self.random_state).split(X))
         with warnings.catch_warnings():

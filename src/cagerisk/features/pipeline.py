@@ -98,4 +98,3 @@ def selected_feature_names(model: Pipeline) -> list[str]:
     """Names of the features that reach the classifier of a fitted signature pipeline."""
     selection = model[:-1] if is_classifier(model.steps[-1][1]) else model
     return [str(name) for name in selection.get_feature_names_out()]
-

@@ -110,7 +110,9 @@ def write_dicom_series(image: sitk.Image, folder: str | Path, series_uid: str = 
     out.mkdir(parents=True, exist_ok=True)
     image = sitk.Cast(image, sitk.sitkInt16)
     direction = image.GetDirection()
-    orientation = "\\".join(f"{v:.6f}" for v in (direction[0], direction[3], direction[6], direction[1], direction[4], direction[7]))
+    orientation = "\\".join(
+        f"{v:.6f}" for v in (direction[0], direction[3], direction[6], direction[1], direction[4], direction[7])
+    )
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     for k in range(image.GetDepth()):

@@ -41,9 +41,7 @@ def binary_roi_mask(label_map: sitk.Image, label_values: Iterable[int]) -> sitk.
     labels = sitk.GetArrayViewFromImage(label_map)
     inside = np.isin(labels, wanted)
     if not inside.any():
-        raise EmptyRoiError(
-            f"no voxel with label values {wanted}; labels present: {label_values_present(label_map) or 'none'}"
-        )
+        raise EmptyRoiError(f"no voxel with label values {wanted}; labels present: {label_values_present(label_map) or 'none'}")
     mask = sitk.GetImageFromArray(inside.astype(np.uint8))
     mask.CopyInformation(label_map)
     return mask

@@ -198,8 +198,7 @@ class CropToRoid(MapTransform):
         source = d[self.source_key]
         if not bool((torch.as_tensor(source) > 0).any()):
             raise ValueError(
-                f"{describe_input(d)}: the ROI is empty in the mask (label values "
-                f"{list(d.get('label_values', []))} not found)"
+                f"{describe_input(d)}: the ROI is empty in the mask (label values {list(d.get('label_values', []))} not found)"
             )
         spacing = _spacing(source)
         margin = [int(np.ceil(self.margin_mm / s)) for s in spacing]

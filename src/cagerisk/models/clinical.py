@@ -121,7 +121,11 @@ def analyse_clinical(
     y = np.asarray(y).astype(int)
     complete = frame[list(variables)].notna().all(axis=1).to_numpy()
     if not complete.all():
-        log.warning("clinical analysis: %d patient(s) with a missing value left out: %s", int((~complete).sum()), list(frame.index[~complete][:10]))
+        log.warning(
+            "clinical analysis: %d patient(s) with a missing value left out: %s",
+            int((~complete).sum()),
+            list(frame.index[~complete][:10]),
+        )
     frame, y = frame.loc[complete], y[complete]
     design, terms = design_matrix(frame, variables)
     null = _fit_logit(y, design.iloc[:, :0])
@@ -196,7 +200,10 @@ def clinical_preprocessor(frame: pd.DataFrame, variables: Sequence[str], signatu
                 Pipeline(
                     [
                         ("text", FunctionTransformer(_as_text, feature_names_out="one-to-one")),
-                        ("onehot", OneHotEncoder(categories=categories, drop="first", handle_unknown="ignore", sparse_output=False)),
+                        (
+                            "onehot",
+                            OneHotEncoder(categories=categories, drop="first", handle_unknown="ignore", sparse_output=False),
+                        ),
                     ]
                 ),
                 categorical,

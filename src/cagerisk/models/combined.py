@@ -106,7 +106,9 @@ def run_combined_stage(cfg: DictConfig) -> dict[str, Any]:
         )
         clinical_vars = clinical_model_variables(analysis)
         X_clin = cohort[clinical_vars]
-        clin = _fit_target(cfg, "clinical", X_clin.loc[train], y[train], [("prepare", clinical_preprocessor(cohort, clinical_vars))])
+        clin = _fit_target(
+            cfg, "clinical", X_clin.loc[train], y[train], [("prepare", clinical_preprocessor(cohort, clinical_vars))]
+        )
 
         combined_vars = list(analysis.significant)
         X_comb = pd.concat([signatures[list(SIGNATURE_COLUMNS)], cohort[combined_vars]], axis=1)
@@ -167,7 +169,9 @@ def run_combined_stage(cfg: DictConfig) -> dict[str, Any]:
             mask = (cohort["split"] == split).to_numpy()
             if len(np.unique(y[mask])) == 2:
                 for column in ("rad_sign", "dl_sign", "clinical_model", "combined"):
-                    summary.setdefault("auc", {}).setdefault(split, {})[column] = float(roc_auc_score(y[mask], scores.loc[mask, column]))
+                    summary.setdefault("auc", {}).setdefault(split, {})[column] = float(
+                        roc_auc_score(y[mask], scores.loc[mask, column])
+                    )
 
         out.mkdir(parents=True, exist_ok=True)
         joblib.dump(model, out / MODEL_FILE)
@@ -194,7 +198,12 @@ def run_combined_stage(cfg: DictConfig) -> dict[str, Any]:
 
 
 def check_serving_consistency(
-    cfg: DictConfig, model: CombinedModel, cohort: pd.DataFrame, signatures: pd.DataFrame, combined_prob: np.ndarray, held_out: np.ndarray
+    cfg: DictConfig,
+    model: CombinedModel,
+    cohort: pd.DataFrame,
+    signatures: pd.DataFrame,
+    combined_prob: np.ndarray,
+    held_out: np.ndarray,
 ) -> None:
     """The saved model, fed the raw feature tables, must reproduce the stage's held-out scores.
 
@@ -206,7 +215,9 @@ def check_serving_consistency(
         return
     radiomics = read_feature_table(Path(cfg.paths.features) / "radiomics.parquet", "radiomics table").loc[patients]
     deep = read_feature_table(Path(cfg.paths.features) / "deep.parquet", "deep table").loc[patients]
-    served = model.predict_from_features(radiomics, deep, cohort.loc[patients, model.clinical_variables] if model.clinical_variables else None)
+    served = model.predict_from_features(
+        radiomics, deep, cohort.loc[patients, model.clinical_variables] if model.clinical_variables else None
+    )
     for column in SIGNATURE_COLUMNS:
         if not np.allclose(served[column].to_numpy(), signatures.loc[patients, column].to_numpy(), atol=1e-9):
             raise RuntimeError(f"{column} from the saved model differs from the signatures stage's scores")

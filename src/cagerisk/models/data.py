@@ -40,7 +40,9 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     outcome = pd.to_numeric(frame[OUTCOME], errors="coerce")
     bad = frame.loc[~outcome.isin([0, 1]), ID].tolist()
     if bad:
-        raise InputError(f"{path}: {OUTCOME} must be 0 or 1; patient(s) {bad[:10]} have {frame.loc[~outcome.isin([0, 1]), OUTCOME].tolist()[:10]}")
+        raise InputError(
+            f"{path}: {OUTCOME} must be 0 or 1; patient(s) {bad[:10]} have {frame.loc[~outcome.isin([0, 1]), OUTCOME].tolist()[:10]}"
+        )
     frame[OUTCOME] = outcome.astype(int)
     bad_split = frame.loc[~frame["split"].isin(SPLITS), ID].tolist()
     if bad_split:
@@ -90,7 +92,9 @@ def common_patients(manifest: pd.DataFrame, tables: Mapping[str, pd.DataFrame]) 
         keep = keep[keep.isin(table.index)]
         extra = table.index.difference(manifest.index)
         if len(extra):
-            log.warning("%d patient(s) of the %s table are not in the manifest and are ignored: %s", len(extra), name, list(extra[:20]))
+            log.warning(
+                "%d patient(s) of the %s table are not in the manifest and are ignored: %s", len(extra), name, list(extra[:20])
+            )
     if keep.empty:
         raise InputError("no patient is in both the manifest and every feature table")
     for split in ("train", "val"):

@@ -120,7 +120,7 @@ class LinearTreeStack(ClassifierMixin, BaseEstimator):
         # Weights of the standardised honest scores (0: dropped), for reports.
         self.weights_ = {"linear": 0.0, "trees": 0.0}
         coef = np.repeat(stacker.coef_[0, 0] / 2.0, 2) if self.combine == "equal" else stacker.coef_[0]
-        for name, w in zip(np.array(["linear", "trees"])[self.stack_mask_], coef):
+        for name, w in zip(np.array(["linear", "trees"])[self.stack_mask_], coef, strict=False):
             self.weights_[str(name)] = float(w)
         return self
 

@@ -95,14 +95,18 @@ def prepare_table(
         raise InputError(f"{source}: no {label_col!r} for id(s) {missing_label[:10]}")
     positive = _matches(labels, positive_label)
     if not positive.any():
-        raise InputError(f"{source}: no row has {label_col} == {positive_label!r}; values are {sorted(map(str, labels.unique()))[:10]}")
+        raise InputError(
+            f"{source}: no row has {label_col} == {positive_label!r}; values are {sorted(map(str, labels.unique()))[:10]}"
+        )
     if positive.all():
         raise InputError(f"{source}: every row has {label_col} == {positive_label!r}; need both outcomes")
     features = frame.drop(columns=[id_col, label_col]).set_index(frame[id_col])
     dropped = [c for c in features.columns if c in set(drop_columns) or any(str(c).startswith(p) for p in drop_prefixes)]
     non_numeric = [c for c in features.columns if c not in dropped and not pd.api.types.is_numeric_dtype(features[c])]
     if non_numeric:
-        log.warning("%s: %d non-numeric column(s) are not features and are dropped: %s", source, len(non_numeric), non_numeric[:10])
+        log.warning(
+            "%s: %d non-numeric column(s) are not features and are dropped: %s", source, len(non_numeric), non_numeric[:10]
+        )
     dropped += non_numeric
     features = features.drop(columns=dropped).astype(np.float64)
     empty = [c for c in features.columns if features[c].isna().all()]
@@ -187,7 +191,13 @@ def nested_cv(cfg: DictConfig, X: pd.DataFrame, y: np.ndarray) -> dict[str, Any]
             test_sizes.append(len(test))
         chosen[classifier] += 1
         counts.update(selected_feature_names(pipeline))
-        log.info("outer fold %d/%d: %s, fold AUC %s", i + 1, outer_folds * int(ft["outer_repeats"]), classifier, f"{fold_aucs[-1]:.3f}" if fold_aucs else "n/a")
+        log.info(
+            "outer fold %d/%d: %s, fold AUC %s",
+            i + 1,
+            outer_folds * int(ft["outer_repeats"]),
+            classifier,
+            f"{fold_aucs[-1]:.3f}" if fold_aucs else "n/a",
+        )
     aucs, variances = [], []
     for row in oof:
         auc, cov = delong_covariance(y, row)
@@ -237,7 +247,13 @@ def run_fit_table(cfg: DictConfig) -> dict[str, Any]:
     ft = fit_table_settings(cfg)
     source = str(cfg.table)
     X, y, dropped = prepare_table(
-        read_table(source), str(cfg.id_col), str(cfg.label_col), cfg.positive_label, ft["drop_prefixes"], ft["drop_columns"], source
+        read_table(source),
+        str(cfg.id_col),
+        str(cfg.label_col),
+        cfg.positive_label,
+        ft["drop_prefixes"],
+        ft["drop_columns"],
+        source,
     )
     log.info("%s: %d rows (%d positive), %d feature columns", source, len(y), int(y.sum()), X.shape[1])
     summary: dict[str, Any] = {
@@ -253,7 +269,14 @@ def run_fit_table(cfg: DictConfig) -> dict[str, Any]:
             # The model one would deploy: the same procedure on every row.
             seed = int(cfg.seed)
             settings = SearchSettings.from_config(
-                cfg.sweep, seed, n_trials=int(ft["n_trials"]), timeout=None, cv_folds=int(ft["inner_folds"]), cv_repeats=1, storage=None, log_trials=False
+                cfg.sweep,
+                seed,
+                n_trials=int(ft["n_trials"]),
+                timeout=None,
+                cv_folds=int(ft["inner_folds"]),
+                cv_repeats=1,
+                storage=None,
+                log_trials=False,
             )
             pipeline, classifier, params, cv_auc = fit_procedure(cfg, ft, "final", X, y, settings)
             summary["selected_features"] = selected_feature_names(pipeline)

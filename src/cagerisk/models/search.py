@@ -26,12 +26,12 @@ import optuna
 import pandas as pd
 import sqlalchemy
 from omegaconf import DictConfig
+from optuna.study import MaxTrialsCallback
+from optuna.trial import TrialState
 from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import RepeatedStratifiedKFold, StratifiedKFold
-from optuna.study import MaxTrialsCallback
-from optuna.trial import TrialState
 from sklearn.pipeline import Pipeline
 
 from cagerisk.models.served import positive_proba  # noqa: F401 (re-exported)
@@ -243,9 +243,7 @@ def open_study(
         pruner_obj: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
     elif pruner == "median":
         # Warm-up of half the folds: early folds of one split are too noisy to prune on.
-        pruner_obj = optuna.pruners.MedianPruner(
-            n_startup_trials=int(pruner_startup_trials), n_warmup_steps=max(1, n_folds // 2)
-        )
+        pruner_obj = optuna.pruners.MedianPruner(n_startup_trials=int(pruner_startup_trials), n_warmup_steps=max(1, n_folds // 2))
     else:
         raise ValueError(f"sweep.pruner must be 'median' or null, got {pruner!r}")
     last_error: Exception | None = None
@@ -301,7 +299,9 @@ def step_settings(step: BaseEstimator) -> str:
     return repr(sorted(((key, named(value)) for key, value in step.get_params(deep=True).items()), key=lambda kv: kv[0]))
 
 
-def study_fingerprint(target: str, X: pd.DataFrame, y: np.ndarray, steps: Steps, zoo: Mapping[str, ClassifierSpec], settings: SearchSettings) -> str:
+def study_fingerprint(
+    target: str, X: pd.DataFrame, y: np.ndarray, steps: Steps, zoo: Mapping[str, ClassifierSpec], settings: SearchSettings
+) -> str:
     """Hash of what a trial's score depends on: data, steps, candidates, folds and seed.
 
     Processes with the same fingerprint share a study; anything else gets a fresh one, so a study
@@ -484,7 +484,9 @@ class _Objective:
                 nested=True,
                 tags={"cagerisk.target": self.target, "optuna.study": self.study_name, "optuna.state": state},
             ):
-                mlflow.log_params({CLASSIFIER_PARAM: name, **{f"{name}.{k}": v for k, v in params.items()}, "trial": trial.number})
+                mlflow.log_params(
+                    {CLASSIFIER_PARAM: name, **{f"{name}.{k}": v for k, v in params.items()}, "trial": trial.number}
+                )
                 metrics = {"seconds": seconds, "folds_scored": len(aucs)}
                 if aucs:
                     metrics.update(cv_auc=float(np.mean(aucs)), cv_auc_std=float(np.std(aucs)))

@@ -104,7 +104,7 @@ def selected_features_table(pipeline: Pipeline) -> pd.DataFrame:
     found = lasso_of(pipeline)
     if found is not None:
         lasso, inputs = found
-        coef = dict(zip(inputs, lasso.coef_))
+        coef = dict(zip(inputs, lasso.coef_, strict=False))
         frame["lasso_coef"] = [float(coef.get(n, np.nan)) for n in names]
     return frame
 

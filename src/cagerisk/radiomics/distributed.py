@@ -192,7 +192,7 @@ def map_rois(client: Any, tasks: Iterable[RoiTask]) -> Iterator[RoiOutcome]:
 
     token = uuid.uuid4().hex[:12]
     keys = [_task_key(t, token, i) for i, t in enumerate(tasks)]
-    by_key = dict(zip(keys, tasks))
+    by_key = dict(zip(keys, tasks, strict=False))
     futures = client.map(extract_roi_outcome, tasks, key=keys, retries=0)
     try:
         for future in as_completed(futures):

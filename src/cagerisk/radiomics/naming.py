@@ -47,8 +47,7 @@ def parse_feature_column(column: str) -> FeatureName:
     parts = column.split("_")
     if len(parts) != 5 or not all(parts):
         raise ValueError(
-            f"{column!r} is not a radiomics column; expected {{sequence}}_{{roi}}_{{image_type}}_"
-            "{feature_class}_{feature}"
+            f"{column!r} is not a radiomics column; expected {{sequence}}_{{roi}}_{{image_type}}_{{feature_class}}_{{feature}}"
         )
     return FeatureName(*parts)
 

@@ -153,9 +153,7 @@ def params_by_sequence(radiomics_cfg: Mapping[str, Any], sequences: list[str]) -
     unknown = sorted(set(overrides) - set(files))
     if unknown:
         raise RadiomicsParamsError(f"radiomics.overrides names unknown sequence(s) {unknown}")
-    return {
-        s: sequence_params(s, files[s], _plain(overrides.get(s)), base_dir=base_dir) for s in sequences
-    }
+    return {s: sequence_params(s, files[s], _plain(overrides.get(s)), base_dir=base_dir) for s in sequences}
 
 
 def _plain(node: Any) -> Any:

@@ -217,7 +217,7 @@ def radiomics_table(
     columns: dict[str, np.ndarray] = {schema.ID: np.asarray(list(patient_ids), dtype=object)}
     for seq, roi in pairs:
         keys: dict[str, None] = {}
-        for (pid, s, r), features in results.items():
+        for (_pid, s, r), features in results.items():
             if (s, r) == (seq, roi):
                 keys.update(dict.fromkeys(features))
         if not keys:
@@ -371,9 +371,7 @@ def write_stage_outputs(
     return outputs
 
 
-def _log_to_mlflow(
-    extraction: RadiomicsExtraction, params: Mapping[str, RadiomicsParams], outputs: Mapping[str, Path]
-) -> None:
+def _log_to_mlflow(extraction: RadiomicsExtraction, params: Mapping[str, RadiomicsParams], outputs: Mapping[str, Path]) -> None:
     import tempfile
 
     import mlflow

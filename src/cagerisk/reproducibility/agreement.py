@@ -156,7 +156,9 @@ def agreement_tasks(manifest: pd.DataFrame, sequences: Iterable[str]) -> tuple[l
                 try:
                     rois.append((roi, tuple(schema.roi_label_values(row["fused_levels"], roi))))
                 except (ValueError, KeyError) as err:
-                    failures.append(_failure(pid, seq, roi, type(err).__name__, f"patient {pid}, sequence {seq}, ROI {roi}: {err}"))
+                    failures.append(
+                        _failure(pid, seq, roi, type(err).__name__, f"patient {pid}, sequence {seq}, ROI {roi}: {err}")
+                    )
             tasks.append(
                 AgreementTask(
                     patient_id=pid,
@@ -182,9 +184,7 @@ def agreement_for_task(task: AgreementTask) -> tuple[list[dict[str, Any]], list[
 
     def fail_all(err: Exception, message: str) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
         for roi, _ in task.rois:
-            failures.append(
-                _failure(task.patient_id, task.sequence, roi, type(err).__name__, f"{where}, ROI {roi}: {message}")
-            )
+            failures.append(_failure(task.patient_id, task.sequence, roi, type(err).__name__, f"{where}, ROI {roi}: {message}"))
         return rows, failures
 
     try:
@@ -208,7 +208,13 @@ def agreement_for_task(task: AgreementTask) -> tuple[list[dict[str, Any]], list[
                 masks.append(binary_roi_mask(label_map, labels))
             except EmptyRoiError as err:
                 failures.append(
-                    _failure(task.patient_id, task.sequence, roi, "EmptyRoiError", f"{where}, ROI {roi}: empty ROI in {name} mask {path}: {err}")
+                    _failure(
+                        task.patient_id,
+                        task.sequence,
+                        roi,
+                        "EmptyRoiError",
+                        f"{where}, ROI {roi}: empty ROI in {name} mask {path}: {err}",
+                    )
                 )
                 break
         if len(masks) == 2:
@@ -244,8 +250,19 @@ def summarise_agreement(table: pd.DataFrame) -> pd.DataFrame:
     """Per (sequence, ROI): patients, Dice median [IQR] and mean, Hausdorff and HD95 medians."""
     if table.empty:
         return pd.DataFrame(
-            columns=["sequence", "roi", "n_patients", "dice_median", "dice_q1", "dice_q3", "dice_mean", "dice_min",
-                     "hausdorff_mm_median", "hausdorff95_mm_median", "volume_difference_pct_median"]
+            columns=[
+                "sequence",
+                "roi",
+                "n_patients",
+                "dice_median",
+                "dice_q1",
+                "dice_q3",
+                "dice_mean",
+                "dice_min",
+                "hausdorff_mm_median",
+                "hausdorff95_mm_median",
+                "volume_difference_pct_median",
+            ]
         )
     grouped = table.groupby(["sequence", "roi"], sort=False)
     summary = grouped.agg(

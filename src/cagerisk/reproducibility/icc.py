@@ -181,7 +181,9 @@ def two_way_icc(ratings: np.ndarray, alpha: float = 0.05, min_targets: int = 3) 
     return frame[list(ICC_COLUMNS)]
 
 
-def feature_icc(readers: list[pd.DataFrame] | tuple[pd.DataFrame, ...], alpha: float = 0.05, min_targets: int = 3) -> pd.DataFrame:
+def feature_icc(
+    readers: list[pd.DataFrame] | tuple[pd.DataFrame, ...], alpha: float = 0.05, min_targets: int = 3
+) -> pd.DataFrame:
     """ICC per column of readers' feature tables (patients as index, the same columns in each table).
 
     Patients are matched by index; only patients present in every table count. Returns one row per

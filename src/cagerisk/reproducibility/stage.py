@@ -260,8 +260,7 @@ def run_reproducibility(
         )
         if len(failures1):
             raise ReproducibilityStageError(
-                f"reader-1 extraction failed for {len(failures1)} ROI(s): "
-                + "; ".join(failures1["error"].astype(str).head(5))
+                f"reader-1 extraction failed for {len(failures1)} ROI(s): " + "; ".join(failures1["error"].astype(str).head(5))
             )
         r1 = table1.set_index(schema.ID).loc[patients]
 
@@ -324,7 +323,7 @@ def _log_to_mlflow(result: Reproducibility, outputs: Mapping[str, Path], thresho
     import mlflow
 
     mlflow.log_metrics(result.metrics(threshold))
-    for name, path in outputs.items():
+    for _name, path in outputs.items():
         if path.exists():
             mlflow.log_artifact(str(path), "reproducibility")
 
@@ -387,8 +386,7 @@ def run_reproducibility_stage(cfg: Any) -> Reproducibility:
             raise ReproducibilityStageError(
                 f"reproducibility: {len(result.failures)} second-reader ROI check(s) failed; every other ROI is "
                 f"extracted and cached. No ICC table written (reproducibility.on_failure=error); fix the masks "
-                f"or rerun with reproducibility.on_failure=skip. Failures in {result.outputs['failures']}:\n"
-                + "\n".join(lines)
+                f"or rerun with reproducibility.on_failure=skip. Failures in {result.outputs['failures']}:\n" + "\n".join(lines)
             )
         log.info("ICC table %s: %d features", result.outputs["icc"], len(result.icc))
     return result

@@ -24,7 +24,9 @@ def feature_parts(features: pd.Index | list[str]) -> pd.DataFrame:
             rows.append((name.sequence, name.roi, name.image_type, name.feature_class, name.feature))
         except ValueError:
             rows.append(("", "", "", "", str(column)))
-    return pd.DataFrame(rows, columns=["sequence", "roi", "image_type", "feature_class", "feature_name"], index=pd.Index(features))
+    return pd.DataFrame(
+        rows, columns=["sequence", "roi", "image_type", "feature_class", "feature_name"], index=pd.Index(features)
+    )
 
 
 def _group_summary(group: pd.DataFrame, threshold: float) -> dict[str, float]:
@@ -72,7 +74,7 @@ def plot_icc_histograms(icc: pd.DataFrame, threshold: float = 0.75, path: str | 
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.8 * nrows), squeeze=False, sharex=True)
     # ICC can be far below 0 for features that are pure reader noise; the lowest bin collects them.
     bins = np.linspace(-1.0, 1.0, 41)
-    for ax, ((seq, roi), group) in zip(axes.flat, groups):
+    for ax, ((seq, roi), group) in zip(axes.flat, groups, strict=False):
         # stepfilled/step draw one polygon per histogram instead of a patch per bar (ten times faster).
         for column, style in (
             ("icc2_1", {"color": "tab:blue", "alpha": 0.6, "histtype": "stepfilled"}),
@@ -84,12 +86,14 @@ def plot_icc_histograms(icc: pd.DataFrame, threshold: float = 0.75, path: str | 
         ax.axvline(threshold, color="black", linestyle="--", linewidth=1)
         ax.set_title(f"{seq} {roi}: {share:.0%} >= {threshold:g}", fontsize=9)
         ax.tick_params(labelsize=8)
-    for ax in list(axes.flat)[len(groups):]:
+    for ax in list(axes.flat)[len(groups) :]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=7, loc="upper left")
     for ax in axes[-1]:
         ax.set_xlabel("ICC", fontsize=8)
-    fig.suptitle(f"Inter-observer ICC of radiomics features ({int(icc['n_targets'].max()) if len(icc) else 0} patients)", fontsize=10)
+    fig.suptitle(
+        f"Inter-observer ICC of radiomics features ({int(icc['n_targets'].max()) if len(icc) else 0} patients)", fontsize=10
+    )
     fig.tight_layout()
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -30,9 +30,7 @@ def per_label_dice(prediction: np.ndarray, reference: np.ndarray, labels: Sequen
     for value, index in lut.items():
         pred_idx[pred == value] = index
         ref_idx[ref == value] = index
-    dice = compute_dice(
-        pred_idx[None, None], ref_idx[None, None], include_background=False, num_classes=len(labels) + 1
-    )[0]
+    dice = compute_dice(pred_idx[None, None], ref_idx[None, None], include_background=False, num_classes=len(labels) + 1)[0]
     return {LABEL_NAMES.get(int(v), str(v)): float(d) for v, d in zip(labels, dice.tolist(), strict=True)}
 
 

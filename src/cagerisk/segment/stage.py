@@ -101,20 +101,35 @@ def run_segment_stage(cfg: DictConfig) -> float:
     with stage_run(cfg, "segment") as run:
         started, cpu_started = time.perf_counter(), time.process_time()
         datamodule = SegmentationDataModule(
-            train_items, val_items,
-            spacing_mm=list(scfg.spacing_mm), hu_window=list(scfg.hu_window), roi_size=list(scfg.roi_size),
-            mode=mode, samples_per_volume=int(scfg.samples_per_volume), pos_fraction=float(scfg.pos_fraction),
-            batch_size=int(scfg.batch_size), num_workers=int(scfg.num_workers), seed=int(cfg.seed),
+            train_items,
+            val_items,
+            spacing_mm=list(scfg.spacing_mm),
+            hu_window=list(scfg.hu_window),
+            roi_size=list(scfg.roi_size),
+            mode=mode,
+            samples_per_volume=int(scfg.samples_per_volume),
+            pos_fraction=float(scfg.pos_fraction),
+            batch_size=int(scfg.batch_size),
+            num_workers=int(scfg.num_workers),
+            seed=int(cfg.seed),
         )
         module = VertebraSegmenter(
-            build_unet(net_cfg), classes, roi_size=list(scfg.roi_size), lr=float(scfg.lr),
-            weight_decay=float(scfg.weight_decay), max_epochs=int(scfg.trainer.max_epochs),
-            sw_batch_size=int(scfg.sw_batch_size), overlap=float(scfg.overlap),
+            build_unet(net_cfg),
+            classes,
+            roi_size=list(scfg.roi_size),
+            lr=float(scfg.lr),
+            weight_decay=float(scfg.weight_decay),
+            max_epochs=int(scfg.trainer.max_epochs),
+            sw_batch_size=int(scfg.sw_batch_size),
+            overlap=float(scfg.overlap),
         )
         checkpoint, last_checkpoint = checkpoint_callbacks(checkpoint_dir, "unet", monitor="val_dice")
         trainer = make_trainer(
-            OmegaConf.to_container(scfg.trainer, resolve=True), active_run_logger(run), [checkpoint, last_checkpoint],
-            default_root_dir=checkpoint_dir, progress_bar=bool(scfg.progress_bar),
+            OmegaConf.to_container(scfg.trainer, resolve=True),
+            active_run_logger(run),
+            [checkpoint, last_checkpoint],
+            default_root_dir=checkpoint_dir,
+            progress_bar=bool(scfg.progress_bar),
         )
         trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_resume(scfg.get("resume"), checkpoint_dir))
         train_seconds = time.perf_counter() - started
@@ -155,8 +170,12 @@ def run_segment_stage(cfg: DictConfig) -> float:
 
         if run is not None:
             mlflow.log_metrics(
-                {**metrics, "train_seconds": train_seconds, "inference_seconds": infer_seconds,
-                 "cpu_seconds": time.process_time() - cpu_started}
+                {
+                    **metrics,
+                    "train_seconds": train_seconds,
+                    "inference_seconds": infer_seconds,
+                    "cpu_seconds": time.process_time() - cpu_started,
+                }
             )
             mlflow.log_artifact(str(out_dir / "dice.csv"))
             log_torch_model(segmenter.net, "unet", str(model_path))
@@ -165,14 +184,14 @@ def run_segment_stage(cfg: DictConfig) -> float:
                 log.info("U-Net %s Dice: mean %.3f", split, metrics[f"dice_{split}_mean"])
         log.info(
             "segment stage: training %.0f s, inference %.0f s (wall); %.0f s CPU",
-            train_seconds, infer_seconds, time.process_time() - cpu_started,
+            train_seconds,
+            infer_seconds,
+            time.process_time() - cpu_started,
         )
     return float(metrics.get("dice_test_mean", metrics.get("dice_val_mean", float("nan"))))
 
 
-def segment_all(
-    segmenter: CTSegmenter, frame: pd.DataFrame, mask_dir: Path
-) -> tuple[dict[str, str], list[dict[str, Any]]]:
+def segment_all(segmenter: CTSegmenter, frame: pd.DataFrame, mask_dir: Path) -> tuple[dict[str, str], list[dict[str, Any]]]:
     """Segment every patient's CT; returns {patient: mask path} and per-patient Dice rows."""
     predicted: dict[str, str] = {}
     rows: list[dict[str, Any]] = []
@@ -204,9 +223,7 @@ def dice_metrics(dice: pd.DataFrame) -> dict[str, float]:
     if dice.empty:
         return metrics
     for split, part in dice.groupby("split"):
-        per_patient = {
-            str(r[ID]): {k: float(v) for k, v in r.items() if k not in (ID, "split")} for _, r in part.iterrows()
-        }
+        per_patient = {str(r[ID]): {k: float(v) for k, v in r.items() if k not in (ID, "split")} for _, r in part.iterrows()}
         for name, value in summarise_dice(per_patient).items():
             metrics[f"dice_{split}_{name.removeprefix('vertebra_')}"] = value
     return metrics

@@ -109,14 +109,20 @@ class SegmentationDataModule(L.LightningDataModule):
         if self.train_ds is None:
             workers = max(self.num_workers, 1)
             self.train_ds = CacheDataset(
-                self.train_items, Compose([*self.base.transforms, *self.augment.transforms]),
-                cache_rate=1.0, num_workers=workers, progress=False,
+                self.train_items,
+                Compose([*self.base.transforms, *self.augment.transforms]),
+                cache_rate=1.0,
+                num_workers=workers,
+                progress=False,
             )
             self.val_ds = CacheDataset(self.val_items, self.base, cache_rate=1.0, num_workers=workers, progress=False)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(
-            self.train_ds, batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers,
+            self.train_ds,
+            batch_size=self.batch_size,
+            shuffle=True,
+            num_workers=self.num_workers,
             collate_fn=list_data_collate,
         )
 

@@ -79,7 +79,16 @@ def import_model(tracking_uri: str, settings: ServeSettings | None = None, alias
 
 def run_bentoml_step(args: list[str], env: Mapping[str, str], cwd: str | Path | None = None, timeout: float = 900) -> str:
     """Run a BentoML step (``python -m cagerisk.serving.bento ...`` or the ``bentoml`` CLI); returns stdout."""
-    done = subprocess.run(args, cwd=str(cwd or repository_root()), env=dict(env), capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout)
+    done = subprocess.run(
+        args,
+        cwd=str(cwd or repository_root()),
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=timeout,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(args[:4])} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return done.stdout
@@ -108,8 +117,15 @@ def import_champion(tracking_uri: str, env: Mapping[str, str], build: bool = Fal
 def build_bento(env: Mapping[str, str]) -> str:
     """``bentoml build`` (the CLI) of bentofile.yaml; returns the bento tag."""
     out = run_bentoml_step(
-        [str(Path(sys.executable).parent / "bentoml"), "build", "-f", str(repository_root() / "bentofile.yaml"),
-         "--output", "tag", str(repository_root())],
+        [
+            str(Path(sys.executable).parent / "bentoml"),
+            "build",
+            "-f",
+            str(repository_root() / "bentofile.yaml"),
+            "--output",
+            "tag",
+            str(repository_root()),
+        ],
         env,
     )
     tags = [line.strip() for line in out.splitlines() if line.strip().startswith("__tag__:")]
@@ -148,7 +164,12 @@ def serve(
     cmd = [str(Path(sys.executable).parent / "bentoml"), "serve", target, "--host", host, "--port", str(port)]
     with log_path.open("w") as log_file:
         process = subprocess.Popen(
-            cmd, cwd=str(cwd or repository_root()), env=dict(env), stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            cwd=str(cwd or repository_root()),
+            env=dict(env),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     server = RunningServer(f"http://{host}:{port}", process, log_path)
     try:

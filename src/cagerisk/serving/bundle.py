@@ -150,7 +150,9 @@ def build_serving_bundle(
     if len(reference) == 0:
         raise BundleError("no patient is in the manifest and both feature tables")
 
-    rad_required = serving_inputs(combined.rad_pipeline, tables.radiomics.loc[reference].reindex(columns=combined.radiomics_features))
+    rad_required = serving_inputs(
+        combined.rad_pipeline, tables.radiomics.loc[reference].reindex(columns=combined.radiomics_features)
+    )
     deep_required = serving_inputs(combined.dl_pipeline, tables.deep.loc[reference].reindex(columns=combined.deep_features))
     radiomics_rois = [list(group) for group in feature_groups(rad_required)]
     if len(sum(feature_groups(rad_required).values(), [])) != len(rad_required):
@@ -266,7 +268,5 @@ def feature_rows(spec: ModelSpec, tables: TrainingTables, patients: Sequence[str
             frame[name] = values.astype(np.int64 if name in INTEGER_CLINICAL else np.float64)
     rad = tables.radiomics.loc[patients, spec.radiomics_features].to_numpy(dtype=np.float64)
     deep = tables.deep.loc[patients, spec.deep_features].to_numpy(dtype=np.float64)
-    features = pd.DataFrame(
-        np.concatenate([rad, deep], axis=1), columns=[*spec.radiomics_features, *spec.deep_features]
-    )
+    features = pd.DataFrame(np.concatenate([rad, deep], axis=1), columns=[*spec.radiomics_features, *spec.deep_features])
     return pd.concat([frame, features], axis=1)

@@ -76,9 +76,7 @@ def check_clinical_value(name: str, value: Any, prefix: str = "clinical") -> Any
     return number
 
 
-def check_clinical(
-    values: Mapping[str, Any] | None, required: Iterable[str], prefix: str = "clinical"
-) -> dict[str, Any]:
+def check_clinical(values: Mapping[str, Any] | None, required: Iterable[str], prefix: str = "clinical") -> dict[str, Any]:
     """All clinical values of one patient: required ones present, every given one valid.
 
     Unknown keys are refused (a misspelt variable would otherwise be silently missing); ``None``
@@ -96,9 +94,7 @@ def check_clinical(
     if FUSED_LEVELS in checked and "n_levels" in checked:
         n_fused = len(checked[FUSED_LEVELS].split(";"))
         if int(checked["n_levels"]) != n_fused:
-            raise ScoringInputError(
-                f"{prefix}.n_levels", f"is {checked['n_levels']:g} but fused_levels lists {n_fused} level(s)"
-            )
+            raise ScoringInputError(f"{prefix}.n_levels", f"is {checked['n_levels']:g} but fused_levels lists {n_fused} level(s)")
     return checked
 
 
@@ -125,9 +121,7 @@ def check_features(features: Mapping[str, Any] | None, required: Sequence[str], 
         else:
             out[name] = float(value)
     if bad:
-        raise ScoringInputError(
-            field, f"{len(bad)} feature(s) are not numbers within +-{FEATURE_LIMIT:g}, e.g. {bad[:5]}"
-        )
+        raise ScoringInputError(field, f"{len(bad)} feature(s) are not numbers within +-{FEATURE_LIMIT:g}, e.g. {bad[:5]}")
     if required and all(math.isnan(v) for v in out.values()):
         raise missing(field, "every required feature is null; send the values (or the images)")
     return out
@@ -202,7 +196,8 @@ def check_mask(image: sitk.Image, mask: sitk.Image, sequence: str, field: str) -
     unexpected = sorted(present - allowed_label_values(sequence))
     if unexpected:
         raise ScoringInputError(
-            field, f"label value(s) {unexpected[:10]} are not {sequence} structures; expected {sorted(allowed_label_values(sequence))}"
+            field,
+            f"label value(s) {unexpected[:10]} are not {sequence} structures; expected {sorted(allowed_label_values(sequence))}",
         )
     return sorted(present - {0})
 

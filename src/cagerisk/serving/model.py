@@ -25,8 +25,8 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -339,7 +339,9 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
                 try:
                     labels = self.segmenter.segment(image)
                 except Exception as err:  # a CT the network cannot take (geometry, size) is the input's fault
-                    raise ScoringInputError(image_field(seq), f"the U-Net could not segment this CT ({type(err).__name__}: {err})") from None
+                    raise ScoringInputError(
+                        image_field(seq), f"the U-Net could not segment this CT ({type(err).__name__}: {err})"
+                    ) from None
                 mask_path = str(write_image(labels, tmp / f"{seq}_mask_pred.nii.gz"))
                 predicted_masks.add(seq)
             mask = read_checked_image(str(mask_path), mask_field(seq))

@@ -9,7 +9,7 @@ Fields are strict (no "3" for 3, no true for 1): what the document calls a numbe
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
@@ -27,7 +27,7 @@ class ErrorBody(BaseModel):
     """Body of every 4xx/5xx the service answers: what is wrong, and which field (when one is to blame)."""
 
     error: str = Field(description="what is wrong and what was expected; never holds a patient identifier")
-    field: Optional[str] = Field(None, description="the request field at fault, e.g. clinical.age, t2_mask, features")
+    field: str | None = Field(None, description="the request field at fault, e.g. clinical.age, t2_mask, features")
 
 
 def _describe(name: str) -> str:
@@ -57,7 +57,7 @@ def _clinical_field(name: str, required: bool) -> tuple[Any, Any]:
     kind = _clinical_type(name)
     if required:
         return kind, Field(..., description=_describe(name))
-    return Optional[kind], Field(None, description=_describe(name) + "; optional for this model")
+    return kind | None, Field(None, description=_describe(name) + "; optional for this model")
 
 
 def clinical_model(required: list[str], name: str = "ClinicalValues", with_fused_levels: bool = True) -> type[BaseModel]:
@@ -65,7 +65,7 @@ def clinical_model(required: list[str], name: str = "ClinicalValues", with_fused
     fields: dict[str, Any] = {v.name: _clinical_field(v.name, v.name in required) for v in CLINICAL}
     if with_fused_levels:
         fields[FUSED_LEVELS] = (
-            Optional[str],
+            str | None,
             Field(None, pattern=FUSED_LEVELS_PATTERN, description="fused levels, ';'-separated, e.g. 'L4-L5;L5-S1'"),
         )
     config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
@@ -82,7 +82,7 @@ def features_model(groups: list[list[str]], name: str = "Features") -> type[Base
     names = [n for group in groups for n in group]
     fields = {
         f"f{i}": (
-            Optional[float],
+            float | None,
             Field(..., alias=feature, ge=-FEATURE_LIMIT, le=FEATURE_LIMIT, description="null = missing (imputed as in training)"),
         )
         for i, feature in enumerate(names)
@@ -113,7 +113,7 @@ def feature_request_models(
         "FeatureRequest",
         __config__=ConfigDict(extra="forbid", strict=True),
         __doc__="One patient's clinical values and precomputed features.",
-        patient_id=(Optional[str], Field(None, max_length=256, description="echoed back; never logged")),
+        patient_id=(str | None, Field(None, max_length=256, description="echoed back; never logged")),
         clinical=(clinical, ...),
         features=(features, ...),
     )
@@ -134,7 +134,7 @@ ClinicalValues = clinical_model([])
 class ScoreResult(BaseModel):
     """The model's answer for one patient."""
 
-    patient_id: Optional[str] = None
+    patient_id: str | None = None
     probability: float = Field(description="P(cage subsidence) from the combined model")
     rad_sign: float = Field(description="radiomics signature (probability of the radiomics model)")
     dl_sign: float = Field(description="deep-learning signature (probability of the deep-feature model)")

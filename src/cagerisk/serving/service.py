@@ -125,7 +125,9 @@ class RequestGuard:
             length = headers.get("content-length")
             if length is None:
                 if headers.get("transfer-encoding", "").lower() == "chunked":
-                    await _json_response(send, 411, {"error": "request body: send a Content-Length (chunked bodies are not accepted)"})
+                    await _json_response(
+                        send, 411, {"error": "request body: send a Content-Length (chunked bodies are not accepted)"}
+                    )
                     return
             elif not length.isdigit() or int(length) > self.max_request_bytes:
                 mib = int(length) / 2**20 if length.isdigit() else float("nan")
@@ -350,24 +352,40 @@ class CageRiskService:
                 "clinical",
                 inspect.Parameter.KEYWORD_ONLY,
                 annotation=str,
-                default=Form(..., description=f"JSON object of clinical values (schema {clinical_schema.__name__}: required "
-                             f"{[*spec.clinical_variables, FUSED_LEVELS]})"),
+                default=Form(
+                    ...,
+                    description=f"JSON object of clinical values (schema {clinical_schema.__name__}: required "
+                    f"{[*spec.clinical_variables, FUSED_LEVELS]})",
+                ),
             ),
             inspect.Parameter(
-                "patient_id", inspect.Parameter.KEYWORD_ONLY, annotation=str | None,
+                "patient_id",
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=str | None,
                 default=Form(None, max_length=256, description="echoed back; never logged"),
             ),
         ]
         for seq in spec.sequences:
-            params.append(inspect.Parameter(
-                image_field(seq), inspect.Parameter.KEYWORD_ONLY, annotation=UploadFile,
-                default=File(..., description=f"{seq} image (NIfTI or NRRD)"),
-            ))
+            params.append(
+                inspect.Parameter(
+                    image_field(seq),
+                    inspect.Parameter.KEYWORD_ONLY,
+                    annotation=UploadFile,
+                    default=File(..., description=f"{seq} image (NIfTI or NRRD)"),
+                )
+            )
             optional = spec.mask_optional(seq)
-            params.append(inspect.Parameter(
-                mask_field(seq), inspect.Parameter.KEYWORD_ONLY, annotation=UploadFile | None if optional else UploadFile,
-                default=File(None if optional else ..., description=f"{seq} label map" + ("; optional: the U-Net segments the CT" if optional else "")),
-            ))
+            params.append(
+                inspect.Parameter(
+                    mask_field(seq),
+                    inspect.Parameter.KEYWORD_ONLY,
+                    annotation=UploadFile | None if optional else UploadFile,
+                    default=File(
+                        None if optional else ...,
+                        description=f"{seq} label map" + ("; optional: the U-Net segments the CT" if optional else ""),
+                    ),
+                )
+            )
 
         def score(**kwargs: Any) -> Any:
             return service.score(**kwargs)
@@ -376,7 +394,11 @@ class CageRiskService:
         score.__signature__ = inspect.Signature(params, return_annotation=ScoreResult)
         _replace_route("/score")
         api_app.router.add_api_route(
-            "/score", score, methods=["POST"], response_model=ScoreResult, responses=POST_RESPONSES,
+            "/score",
+            score,
+            methods=["POST"],
+            response_model=ScoreResult,
+            responses=POST_RESPONSES,
             summary="Score one patient from images, masks and clinical values",
         )
 
@@ -401,9 +423,7 @@ class CageRiskService:
         rows = []
         for item in request.items:
             clinical = item.clinical.model_dump()
-            rows.append(
-                {ID_COLUMN: item.patient_id, **{k: clinical[k] for k in used}, **item.features.model_dump(by_alias=True)}
-            )
+            rows.append({ID_COLUMN: item.patient_id, **{k: clinical[k] for k in used}, **item.features.model_dump(by_alias=True)})
         try:
             out = await self.batcher.submit(rows)
         except ScoringInputError as err:
@@ -489,9 +509,7 @@ def _registry_version(uri: str) -> str:
     return "unknown"
 
 
-CageRiskService.add_asgi_middleware(
-    RequestGuard, max_request_bytes=SETTINGS.max_request_bytes, api_key_env=SETTINGS.api_key_env
-)
+CageRiskService.add_asgi_middleware(RequestGuard, max_request_bytes=SETTINGS.max_request_bytes, api_key_env=SETTINGS.api_key_env)
 
 
 def _parse_clinical(text: str) -> dict[str, Any]:

@@ -38,7 +38,7 @@ def validation_patients_sha256(patient_ids: Sequence[Any], outcomes: Sequence[An
     """Order-free hash of (patient id, outcome) pairs: equal exactly when the validation sets are."""
     if len(patient_ids) != len(outcomes):
         raise ValueError(f"{len(patient_ids)} patient ids but {len(outcomes)} outcomes")
-    lines = sorted(f"{pid}\t{int(y)}" for pid, y in zip(patient_ids, outcomes))
+    lines = sorted(f"{pid}\t{int(y)}" for pid, y in zip(patient_ids, outcomes, strict=False))
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
@@ -61,9 +61,7 @@ def same_validation_patients(new_tags: Mapping[str, str], champion_tags: Mapping
     if new_val and old_val:
         if new_val == old_val:
             return True, "same validation patients (val_patients_sha256)"
-        return False, (
-            f"the champion was validated on other patients (val_patients_sha256 {old_val[:12]} vs {new_val[:12]})"
-        )
+        return False, (f"the champion was validated on other patients (val_patients_sha256 {old_val[:12]} vs {new_val[:12]})")
     new_data, old_data = new_tags.get("training_data_sha256"), champion_tags.get("training_data_sha256")
     if new_data and old_data and new_data == old_data:
         return True, "same training data (training_data_sha256), hence the same validation patients"
@@ -104,7 +102,9 @@ def _one_sided(diff: float, se: float, shift: float, upper: bool) -> tuple[float
     return float(z), p
 
 
-def decide(y: np.ndarray, new_prob: np.ndarray, champion_prob: np.ndarray, settings: Mapping[str, Any], n: int | None = None) -> GateDecision:
+def decide(
+    y: np.ndarray, new_prob: np.ndarray, champion_prob: np.ndarray, settings: Mapping[str, Any], n: int | None = None
+) -> GateDecision:
     """Apply the gate's rule to two scores of the same validation patients (see the module docstring)."""
     from cagerisk.evaluation.metrics import delong_test
 

@@ -9,7 +9,6 @@ its ``reports/metrics.json``; nothing here reads files or talks to MLflow.
 from __future__ import annotations
 
 import math
-
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,7 +32,11 @@ def _cohort_table(manifest: pd.DataFrame) -> list[str]:
         part = manifest[manifest["split"] == split]
         if len(part) == 0:
             continue
-        centres = ", ".join(f"{c} {n}" for c, n in part["center"].astype(str).value_counts().sort_index().items()) if "center" in part else ""
+        centres = (
+            ", ".join(f"{c} {n}" for c, n in part["center"].astype(str).value_counts().sort_index().items())
+            if "center" in part
+            else ""
+        )
         rows.append(f"| {split} | {len(part)} | {int(part[OUTCOME].sum())} | {centres} |")
     return rows
 

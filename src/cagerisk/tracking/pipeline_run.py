@@ -82,13 +82,21 @@ def summary_markdown(metrics: Mapping[str, float]) -> str:
         for split in ("train", "val", "test"):
             auc = metrics.get(f"{model}_{split}_auc")
             low, high = metrics.get(f"{model}_{split}_auc_ci_low"), metrics.get(f"{model}_{split}_auc_ci_high")
-            cells.append("–" if auc is None else f"{auc:.3f}" + (f" ({low:.3f}-{high:.3f})" if low is not None and high is not None else ""))
+            cells.append(
+                "–"
+                if auc is None
+                else f"{auc:.3f}" + (f" ({low:.3f}-{high:.3f})" if low is not None and high is not None else "")
+            )
         if any(c != "–" for c in cells):
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
     extra = []
     if "heldout_auc_ratio" in metrics:
-        extra.append(f"held-out combined / oracle AUC ratio {metrics['heldout_auc_ratio']:.3f} (oracle {metrics.get('heldout_oracle_auc', float('nan')):.3f})")
-    slope = next((metrics[k] for k in ("combined_val_calibration_slope", "combined_test_calibration_slope") if k in metrics), None)
+        extra.append(
+            f"held-out combined / oracle AUC ratio {metrics['heldout_auc_ratio']:.3f} (oracle {metrics.get('heldout_oracle_auc', float('nan')):.3f})"
+        )
+    slope = next(
+        (metrics[k] for k in ("combined_val_calibration_slope", "combined_test_calibration_slope") if k in metrics), None
+    )
     if slope is not None:
         extra.append(f"combined calibration slope {slope:.2f}")
     dice = [f"{k.removeprefix('dice_').removesuffix('_mean')} {v:.3f}" for k, v in metrics.items() if k.startswith("dice_")]

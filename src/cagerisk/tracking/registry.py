@@ -278,7 +278,9 @@ def _model_card(cfg: DictConfig, result: RegistrationResult, tables, y_val, new_
         ct_segmentation=bool(spec.ct_segmentation),
         image_scoring=bool(spec.image_scoring),
         git_commit=commit,
-        combined_classifier=(spec.info.get("combined") or {}).get("best_classifier") if isinstance(spec.info.get("combined"), dict) else None,
+        combined_classifier=(spec.info.get("combined") or {}).get("best_classifier")
+        if isinstance(spec.info.get("combined"), dict)
+        else None,
     )
 
 
@@ -370,7 +372,11 @@ def _log_decision(client: MlflowClient, result: RegistrationResult) -> None:
         "registry.reason": result.reason[:5000],
         "registry.compared_with": result.champion_version or "",
         "registry.val_patients_sha256": result.val_patients_sha256,
-        **{f"registry.gate.{k}": str(result.gate[k]) for k in ("rule", "alpha", "margin", "same_validation_patients") if k in result.gate},
+        **{
+            f"registry.gate.{k}": str(result.gate[k])
+            for k in ("rule", "alpha", "margin", "same_validation_patients")
+            if k in result.gate
+        },
     }
     mlflow.set_tags(tags)
     mlflow.log_dict(result.as_dict(), "registration.json")

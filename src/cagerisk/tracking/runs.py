@@ -80,7 +80,9 @@ def _ensure_experiment(name: str, location: str | None) -> str:
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
         try:
-            experiment_id = mlflow.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+            experiment_id = mlflow.create_experiment(
+                name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+            )
             return experiment_id
         except mlflow.exceptions.MlflowException:
             # Another process created it first (concurrent sweeps): use theirs.
@@ -98,13 +100,22 @@ def _ensure_experiment(name: str, location: str | None) -> str:
 def git_commit(cwd: str | Path = ".") -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, encoding="utf-8", errors="replace", check=True, timeout=10
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            check=True,
+            timeout=10,
         )
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
             cwd=cwd,
             capture_output=True,
-            text=True, encoding="utf-8", errors="replace",
+            text=True,
+            encoding="utf-8",
+            errors="replace",
             timeout=10,
         ).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
@@ -179,7 +190,13 @@ STAGE_DATASETS: dict[str, tuple[tuple[str, str, str, str | None], ...]] = {
     "register": (_MANIFEST, _RADIOMICS, _DEEP),
     "fit-table": (("table", "", "table", None),),
 }
-STAGE_CONTEXT = {"signatures": "training", "combined": "training", "fit-table": "training", "evaluate": "evaluation", "register": "validation"}
+STAGE_CONTEXT = {
+    "signatures": "training",
+    "combined": "training",
+    "fit-table": "training",
+    "evaluate": "evaluation",
+    "register": "validation",
+}
 
 
 def log_table_dataset(path: str | Path, name: str, context: str, targets: str | None = None) -> bool:
@@ -253,6 +270,8 @@ def log_stage_datasets(cfg: DictConfig, stage: str) -> list[str]:
         path = Path(str(base)) / filename if filename else Path(str(base))
         if not path.is_file():
             continue
-        if log_table_dataset(path, name, context or STAGE_CONTEXT.get(stage, "input"), targets=OUTCOME if name == "manifest" else None):
+        if log_table_dataset(
+            path, name, context or STAGE_CONTEXT.get(stage, "input"), targets=OUTCOME if name == "manifest" else None
+        ):
             logged.append(name)
     return logged
