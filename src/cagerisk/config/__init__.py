@@ -4,3 +4,37 @@ The YAML files under ``conf/`` keep the values; these dataclasses give them type
 ``cfg.radiomics.bin_width`` as a float without casting, and a wrong type fails at composition with
 the key's name. Stages turn their group into its dataclass with ``OmegaConf.to_object``.
 """
+
+from __future__ import annotations
+
+from dataclasses import is_dataclass
+from typing import Any, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+T = TypeVar("T")
+
+__all__ = ["ConfigError", "typed"]
+
+
+class ConfigError(ValueError):
+    """A config group does not match its schema; the message names the key (e.g. ``radiomics.bin_width``)."""
+
+
+def typed(node: DictConfig | dict[str, Any], schema: type[T], key: str) -> T:
+    """The config group ``node`` (interpolations resolved) as an instance of the dataclass ``schema``.
+
+    Every key must exist in the schema and every value must convert to its field's type; otherwise a
+    :class:`ConfigError` names ``key.field``. Values come from the YAML (their one home); the schema
+    only types them.
+    """
+    if not is_dataclass(schema):
+        raise TypeError(f"{schema!r} is not a dataclass")
+    values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), values)
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except OmegaConfBaseException as exc:
+        where = f"{key}.{exc.full_key}" if getattr(exc, "full_key", None) else key
+        raise ConfigError(f"config {where}: {getattr(exc, 'msg', exc)}") from None
