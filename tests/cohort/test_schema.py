@@ -50,3 +50,15 @@ def test_bad_levels_and_rois_are_named():
     with pytest.raises(ValueError, match="unknown ROI 'liver'"):
         roi_label_values("L4-L5", "liver")
     assert parse_levels("L5-S1; L4-L5") == ["L4-L5", "L5-S1"]
+
+
+def test_is_blank_is_the_one_definition_of_an_empty_cell():
+    import numpy as np
+    import pandas as pd
+
+    from cagerisk.cohort.schema import is_blank
+
+    for blank in (None, pd.NA, pd.NaT, float("nan"), np.nan, "", "   ", "\t"):
+        assert is_blank(blank), repr(blank)
+    for value in ("a.nii.gz", " x ", 0, 0.0, 1.5, False, "nan"):
+        assert not is_blank(value), repr(value)

@@ -7,7 +7,10 @@ label values chosen per patient from the fused levels (the fused levels and thei
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+import pandas as pd
 
 # Sequence names never contain "_" so feature columns `{sequence}_{roi}_{...}` split unambiguously.
 SEQUENCES: tuple[str, ...] = ("ct", "t1", "t2", "t1ax", "t2ax")
@@ -45,6 +48,19 @@ SEQUENCE_STRUCTURES: dict[str, tuple[str, ...]] = {
     "t2ax": MUSCLES,
 }
 ROIS: dict[str, tuple[str, ...]] = dict(SEQUENCE_STRUCTURES)
+
+
+def is_blank(value: object) -> bool:
+    """True for an empty manifest cell: None, pandas' NA/NaT, a float NaN, or text that is only whitespace.
+
+    The one definition of "missing" for path and text cells (manifest validation, second-reader masks,
+    serving inputs), so a cell is blank or not the same way everywhere.
+    """
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    return isinstance(value, str) and not value.strip()
 
 
 def sequence_rois() -> list[tuple[str, str]]:
