@@ -22,8 +22,15 @@ demo: $(STAMP)
 
 # PYTHONUTF8: some native libraries reset LC_CTYPE to "C" inside the test processes, after which
 # Python's locale-default text I/O (subprocess text=True, Path.read_text) would decode as ASCII.
-test: $(STAMP)
+test: $(STAMP) lint
 	PYTHONUTF8=1 $(BIN)/python -m pytest -n 2 --dist loadscope --timeout 900
+
+# ruff (lint + format check) and import-linter's contracts (layers, stage independence, lean serving),
+# all configured in pyproject.toml; `make test` runs this first.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 # The demo's MLflow UI in headless Chromium: screenshots under docs/screenshots/ and checks (run `make demo` first).
 ui-check: $(STAMP)
