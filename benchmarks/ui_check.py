@@ -155,7 +155,8 @@ def run_checks(store: str, out: Path, experiment: str, model: str) -> list[dict]
                 results,
                 "model page shows the champion and its card",
                 "champion" in dom and all(b in dom for b in card_bits),
-                f"version {version}; 'champion' shown: {'champion' in dom}; card sections shown: {[b for b in card_bits if b in dom]}",
+                f"version {version}; 'champion' shown: {'champion' in dom}; "
+                f"card sections shown: {[b for b in card_bits if b in dom]}",
             )
     (out / "ui_check.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
