@@ -7,8 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+
+from cagerisk.config import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -21,8 +22,7 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 def compose_config(overrides: list[str] | None = None) -> DictConfig:
     """The config a user's `cagerisk <stage> overrides...` composes."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides or []))
+    return compose(overrides or [], config_dir=CONF_DIR)
 
 
 def tracking_overrides(tmp: Path) -> list[str]:

@@ -41,3 +41,10 @@ def test_unknown_key_names_it():
 def test_missing_value_names_the_key():
     with pytest.raises(ConfigError, match=r"radiomics\.name"):
         typed({"bin_width": 1.0, "jobs": 1}, Group, "radiomics")
+
+
+def test_compose_gives_the_cli_config_with_overrides():
+    from cagerisk.config import compose
+
+    cfg = compose(["cohort=tiny", "paths.data=/tmp/x"])
+    assert cfg.paths.data == "/tmp/x" and "radiomics" in cfg and "sweep" in cfg

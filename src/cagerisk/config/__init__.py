@@ -7,7 +7,9 @@ the key's name. Stages turn their group into its dataclass with ``OmegaConf.to_o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import is_dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
@@ -15,7 +17,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 T = TypeVar("T")
 
-__all__ = ["ConfigError", "typed"]
+__all__ = ["CONF_DIR", "ConfigError", "compose", "typed"]
+
+# The repository's conf/ (src/cagerisk/config/__init__.py -> repo root): what `cagerisk <command>` composes.
+CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 
 
 class ConfigError(ValueError):
@@ -38,3 +43,12 @@ def typed(node: DictConfig | dict[str, Any], schema: type[T], key: str) -> T:
     except OmegaConfBaseException as exc:
         where = f"{key}.{exc.full_key}" if getattr(exc, "full_key", None) else key
         raise ConfigError(f"config {where}: {getattr(exc, 'msg', exc)}") from None
+
+
+def compose(overrides: Sequence[str] = (), config_dir: str | Path = CONF_DIR) -> DictConfig:
+    """The config ``cagerisk <command> overrides...`` composes (for notebooks, benchmarks and tests)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides))
