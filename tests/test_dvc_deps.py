@@ -29,16 +29,38 @@ def _graph() -> grimp.ImportGraph:
 
 
 @cache
-def _lazy_edges() -> dict[str, set[str]]:
-    """package -> modules its lazy export map names (string imports grimp cannot see)."""
-    edges: dict[str, set[str]] = {}
+def _lazy_maps() -> dict[str, dict[str, str]]:
+    """package -> {name: module} of its lazy export map (string imports grimp cannot see)."""
+    maps: dict[str, dict[str, str]] = {}
     for init in (ROOT / "src" / "cagerisk").rglob("__init__.py"):
         package = ".".join(init.relative_to(ROOT / "src").parent.parts)
         for node in ast.walk(ast.parse(init.read_text())):
-            if isinstance(node, ast.Dict):
-                targets = {v.value for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str)}
-                edges.setdefault(package, set()).update(t for t in targets if t.startswith("cagerisk."))
-    return edges
+            if isinstance(node, ast.Dict) and all(isinstance(k, ast.Constant) for k in node.keys):
+                pairs = {k.value: v.value for k, v in zip(node.keys, node.values, strict=True) if isinstance(v, ast.Constant)}
+                maps.setdefault(package, {}).update({k: v for k, v in pairs.items() if str(v).startswith("cagerisk.")})
+    return {k: v for k, v in maps.items() if v}
+
+
+@cache
+def _lazy_edges(module: str) -> frozenset[str]:
+    """Modules ``module`` reaches through lazy exports: ``from pkg import name`` -> the module behind name.
+
+    ``import pkg`` (or ``pkg.name`` attribute use) cannot be narrowed, so it counts every module of the map.
+    """
+    maps = _lazy_maps()
+    path = module_file(module)
+    if not path.is_file():
+        return frozenset()
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module in maps and not node.level:
+            exports = maps[node.module]
+            found.update(exports[a.name] for a in node.names if a.name in exports)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in maps and alias.asname:
+                    found.update(maps[alias.name].values())
+    return frozenset(found)
 
 
 def module_file(module: str) -> Path:
@@ -50,7 +72,7 @@ def module_file(module: str) -> Path:
 
 def imported_modules(entry: str) -> set[str]:
     """Every first-party module ``entry`` imports, directly or not, with their parent packages."""
-    graph, lazy = _graph(), _lazy_edges()
+    graph = _graph()
     seen: set[str] = set()
     todo = [entry]
     while todo:
@@ -61,7 +83,7 @@ def imported_modules(entry: str) -> set[str]:
         parts = module.split(".")
         todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))
         todo.extend(m for m in graph.find_modules_directly_imported_by(module) if m.split(".")[0] in {"cagerisk", "pipelines"})
-        todo.extend(lazy.get(module, ()))
+        todo.extend(_lazy_edges(module))
     return seen
 
 
@@ -74,7 +96,7 @@ def missing_deps(stage: str) -> list[str]:
 
 
 def test_lazy_export_maps_are_seen():
-    assert "cagerisk.radiomics.params" in _lazy_edges()["cagerisk.radiomics"]
+    assert _lazy_maps()["cagerisk.radiomics"]["params_by_sequence"] == "cagerisk.radiomics.params"
 
 
 def test_closure_follows_function_level_and_lazy_imports():
