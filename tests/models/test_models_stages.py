@@ -12,9 +12,10 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from synthetic_cohort import compose_config, tiny_overrides
 
-from cagerisk.evaluation.stage import run_evaluate_stage
-from cagerisk.models.combined import CombinedModel, run_combined_stage
-from cagerisk.models.signatures import run_signatures_stage
+from cagerisk.models.served import CombinedModel
+from cagerisk.stages.combined import run_combined_stage
+from cagerisk.stages.evaluate import run_evaluate_stage
+from cagerisk.stages.signatures import run_signatures_stage
 
 
 @pytest.fixture(scope="module")
