@@ -26,7 +26,7 @@ from cagerisk.config.modelling import ModelConfig
 from cagerisk.evaluation.metrics import youden_threshold
 from cagerisk.models.clinical import ClinicalAnalysis, analyse_clinical, clinical_preprocessor
 from cagerisk.models.data import InputError
-from cagerisk.models.search import SearchResult, search_classifier
+from cagerisk.models.search import SearchResult, TrialLogger, search_classifier
 from cagerisk.models.served import RISK_HIGH, RISK_LOW, SIGNATURE_COLUMNS, CombinedModel, positive_proba
 from cagerisk.models.signatures import SCORES_FILE, SIGNATURES, search_settings, target_zoo
 
@@ -94,8 +94,8 @@ def _clinical_analysis(config: ModelConfig, train_rows: pd.DataFrame, y_train: n
     return analysis
 
 
-def _fit_target(config: ModelConfig, target: str, X: pd.DataFrame, y: np.ndarray, steps) -> SearchResult:
-    return search_classifier(target, X, y, steps, target_zoo(config, target), search_settings(config))
+def _fit_target(config: ModelConfig, target: str, X: pd.DataFrame, y: np.ndarray, steps, on_trial) -> SearchResult:
+    return search_classifier(target, X, y, steps, target_zoo(config, target), search_settings(config), on_trial=on_trial)
 
 
 def _scores(result: SearchResult, X: pd.DataFrame, train: np.ndarray) -> np.ndarray:
@@ -111,11 +111,13 @@ def fit_combined(
     signatures: pd.DataFrame,
     pipelines: Mapping[str, Any],
     cohort_name: str,
+    on_trial: TrialLogger | None = None,
 ) -> CombinedResult:
     """Clinical analysis on the training split, then the clinical and combined models' searches; when the
     sweep fits the best pipelines, the ``CombinedModel`` with its validation Youden threshold and the scores.
 
-    ``cohort``: the manifest rows of the patients in ``signatures`` (the signatures stage's scores), same order.
+    ``cohort``: the manifest rows of the patients in ``signatures`` (the signatures stage's scores), same order;
+    ``on_trial`` receives every search trial (see :func:`cagerisk.models.search.search_classifier`).
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     train = (cohort["split"] == "train").to_numpy()
@@ -124,7 +126,7 @@ def fit_combined(
     clinical_vars = clinical_model_variables(analysis)
     X_clin = cohort[clinical_vars]
     clin = _fit_target(
-        config, "clinical", X_clin.loc[train], y[train], [("prepare", clinical_preprocessor(cohort, clinical_vars))]
+        config, "clinical", X_clin.loc[train], y[train], [("prepare", clinical_preprocessor(cohort, clinical_vars))], on_trial
     )
     combined_vars = list(analysis.significant)
     X_comb = pd.concat([signatures[list(SIGNATURE_COLUMNS)], cohort[combined_vars]], axis=1)
@@ -134,6 +136,7 @@ def fit_combined(
         X_comb.loc[train],
         y[train],
         [("prepare", clinical_preprocessor(cohort, combined_vars, signatures=SIGNATURE_COLUMNS))],
+        on_trial,
     )
     summary: dict[str, Any] = {
         "clinical_univariate_p": analysis.univariate_p,

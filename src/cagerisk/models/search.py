@@ -11,11 +11,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-import sys
 import time
 import warnings
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,6 +107,23 @@ def degenerate_share(proba: np.ndarray) -> float:
 def fixed_candidates(zoo: Mapping[str, ClassifierSpec]) -> bool:
     """True when no candidate has hyperparameters to sample: the search is one trial per candidate."""
     return all(not spec.space for spec in zoo.values())
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One finished trial of this process, as a tracker records it."""
+
+    target: str
+    study_name: str
+    number: int
+    classifier: str
+    params: dict[str, Any]
+    fold_aucs: list[float]  # the folds scored before it completed, was pruned or failed
+    state: str  # COMPLETE, PRUNED or FAIL
+    seconds: float
+
+
+TrialLogger = Callable[[TrialRecord], None]
 
 
 @dataclass
@@ -332,12 +348,14 @@ def search_classifier(
     zoo: Mapping[str, ClassifierSpec],
     settings: SearchSettings,
     final_params: Mapping[str, Any] | None = None,
+    on_trial: TrialLogger | None = None,
 ) -> SearchResult:
     """Search the zoo for ``target`` on (X, y); optionally fit the best pipeline on all of (X, y).
 
     Trials this process adds are appended to the shared study; the best trial is chosen among all
     completed trials in storage (every process's). ``final_params`` are set on the final pipeline
-    only (e.g. ``{"lasso__store_path": True}`` for the LASSO figure).
+    only (e.g. ``{"lasso__store_path": True}`` for the LASSO figure). ``on_trial`` receives each trial this
+    process runs when ``settings.log_trials`` is set (the stages pass MLflow's nested-run logger).
     """
     y = np.asarray(y).astype(int)
     if not set(np.unique(y)) <= {0, 1}:
@@ -350,7 +368,7 @@ def search_classifier(
     log.info("%s: selection fitted on %d CV folds in %.1f s", target, len(folds), time.perf_counter() - started)
 
     study = _open_target_study(target, X, y, steps, zoo, settings, n_folds=len(folds))
-    objective = _Objective(target, study.study_name, zoo, folds, settings)
+    objective = _Objective(target, study.study_name, zoo, folds, settings, on_trial)
     _add_trials(study, objective, zoo, settings, target)
     trials = study.trials
     completed = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -441,14 +459,23 @@ def _add_trials(
 
 
 class _Objective:
-    """Mean fold AUC of one sampled classifier on the pre-fitted folds; a nested MLflow run per trial."""
+    """Mean fold AUC of one sampled classifier on the pre-fitted folds; each trial goes to ``on_trial``."""
 
-    def __init__(self, target: str, study_name: str, zoo, folds: Sequence[CVFold], settings: SearchSettings):
+    def __init__(
+        self,
+        target: str,
+        study_name: str,
+        zoo,
+        folds: Sequence[CVFold],
+        settings: SearchSettings,
+        on_trial: TrialLogger | None = None,
+    ):
         self.target = target
         self.study_name = study_name
         self.zoo = zoo
         self.folds = folds
         self.settings = settings
+        self.on_trial = on_trial
         self.n_calls = 0  # trials run by this process (others may share the study)
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -492,30 +519,12 @@ class _Objective:
             raise
         finally:
             seconds = time.perf_counter() - started
-            # No MLflow import here: a run can only be active if the caller already imported it.
-            mlflow = sys.modules.get("mlflow")
-            if self.settings.log_trials and mlflow is not None and mlflow.active_run() is not None:
-                self._log_trial(mlflow, trial, name, params, aucs, state, seconds)
-
-    def _log_trial(self, mlflow, trial, name, params, aucs, state, seconds) -> None:
-        try:
-            parent = mlflow.active_run()
-            with mlflow.start_run(
-                # The parent's experiment: start_run would otherwise use the default experiment.
-                experiment_id=parent.info.experiment_id,
-                run_name=f"{self.target}-trial-{trial.number}",
-                nested=True,
-                tags={"cagerisk.target": self.target, "optuna.study": self.study_name, "optuna.state": state},
-            ):
-                mlflow.log_params(
-                    {CLASSIFIER_PARAM: name, **{f"{name}.{k}": v for k, v in params.items()}, "trial": trial.number}
-                )
-                metrics = {"seconds": seconds, "folds_scored": len(aucs)}
-                if aucs:
-                    metrics.update(cv_auc=float(np.mean(aucs)), cv_auc_std=float(np.std(aucs)))
-                mlflow.log_metrics(metrics)
-        except Exception as error:  # noqa: BLE001 - tracking must not stop a search
-            log.warning("could not log trial %d of %s to MLflow: %s", trial.number, self.target, error)
+            if self.settings.log_trials and self.on_trial is not None:
+                record = TrialRecord(self.target, self.study_name, trial.number, name, dict(params), list(aucs), state, seconds)
+                try:
+                    self.on_trial(record)
+                except Exception as error:  # noqa: BLE001 - tracking must not stop a search
+                    log.warning("could not log trial %d of %s: %s", trial.number, self.target, error)
 
 
 def _trials_frame(study: optuna.Study) -> pd.DataFrame:

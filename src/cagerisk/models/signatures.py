@@ -25,7 +25,7 @@ from cagerisk.cohort.schema import ID, OUTCOME
 from cagerisk.config.modelling import ModelConfig
 from cagerisk.features import LassoSelector, build_selection_steps, selected_features_table, selection_report
 from cagerisk.models.data import common_patients
-from cagerisk.models.search import SearchResult, SearchSettings, positive_proba, search_classifier
+from cagerisk.models.search import SearchResult, SearchSettings, TrialLogger, positive_proba, search_classifier
 from cagerisk.models.zoo import ClassifierSpec, load_zoo
 
 log = logging.getLogger(__name__)
@@ -81,13 +81,18 @@ def target_selection_steps(config: ModelConfig, target: str, feature_kind: str) 
     return build_selection_steps(config.selection, feature_kind, seed=config.seed, only=list(only) if only is not None else None)
 
 
-def fit_signature(config: ModelConfig, kind: SignatureKind, X_train: pd.DataFrame, y_train: np.ndarray) -> SearchResult:
+def fit_signature(
+    config: ModelConfig,
+    kind: SignatureKind,
+    X_train: pd.DataFrame,
+    y_train: np.ndarray,
+    on_trial: TrialLogger | None = None,
+) -> SearchResult:
     """Search classifier and hyperparameters for one signature; fit the best pipeline on (X_train, y_train)."""
     steps = target_selection_steps(config, kind.target, kind.feature_kind)
     final = {f"{name}__store_path": True for name, step in steps if isinstance(step, LassoSelector)}
-    return search_classifier(
-        kind.target, X_train, y_train, steps, target_zoo(config, kind.target), search_settings(config), final
-    )
+    zoo = target_zoo(config, kind.target)
+    return search_classifier(kind.target, X_train, y_train, steps, zoo, search_settings(config), final, on_trial)
 
 
 @dataclass
@@ -114,10 +119,16 @@ class SignaturesResult:
         return self.scores is not None
 
 
-def fit_signatures(config: ModelConfig, manifest: pd.DataFrame, tables: Mapping[str, pd.DataFrame]) -> SignaturesResult:
+def fit_signatures(
+    config: ModelConfig,
+    manifest: pd.DataFrame,
+    tables: Mapping[str, pd.DataFrame],
+    on_trial: TrialLogger | None = None,
+) -> SignaturesResult:
     """Search, fit and score every signature of ``SIGNATURES`` on the training split.
 
-    ``tables`` maps a signature's target (``rad``, ``dl``) to its feature table, indexed by patient.
+    ``tables`` maps a signature's target (``rad``, ``dl``) to its feature table, indexed by patient;
+    ``on_trial`` receives every search trial (see :func:`cagerisk.models.search.search_classifier`).
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     patients = common_patients(manifest, {k.feature_kind: tables[k.target] for k in SIGNATURES})
@@ -131,7 +142,7 @@ def fit_signatures(config: ModelConfig, manifest: pd.DataFrame, tables: Mapping[
     for kind in SIGNATURES:
         X = tables[kind.target].loc[patients]
         log.info("%s: %d training patients, %d features", kind.column, int(train.sum()), X.shape[1])
-        search = fit_signature(config, kind, X.loc[train], y[train])
+        search = fit_signature(config, kind, X.loc[train], y[train], on_trial)
         fit = SignatureFit(kind, search, {**search.summary(), "n_features_in": int(X.shape[1])})
         result.fits.append(fit)
         result.summary["signatures"][kind.target] = fit.entry

@@ -20,6 +20,7 @@ from cagerisk.models.combined import CombinedResult, check_serving_consistency, 
 from cagerisk.models.data import read_feature_table, read_manifest
 from cagerisk.models.served import MODEL_FILE
 from cagerisk.tracking import stage_run
+from cagerisk.tracking.trials import log_trial
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ def run_combined_stage(cfg: DictConfig) -> dict[str, Any]:
     signatures, pipelines = read_signature_outputs(Path(cfg.paths.models) / "signatures", manifest)
     cohort = manifest.loc[signatures.index]
     with stage_run(cfg, "combined") as run:
-        result = fit_combined(config, cohort, signatures, pipelines, cfg.cohort.name)
+        on_trial = log_trial if run is not None else None
+        result = fit_combined(config, cohort, signatures, pipelines, cfg.cohort.name, on_trial)
         if result.fitted:
             radiomics = read_feature_table(features / "radiomics.parquet", "radiomics table")
             deep = read_feature_table(features / "deep.parquet", "deep table")

@@ -19,6 +19,7 @@ from cagerisk.config.modelling import model_config
 from cagerisk.models.data import read_feature_table, read_manifest
 from cagerisk.models.signatures import SCORES_FILE, SIGNATURES, SignaturesResult, fit_signatures
 from cagerisk.tracking import stage_run
+from cagerisk.tracking.trials import log_trial
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def run_signatures_stage(cfg: DictConfig) -> dict[str, Any]:
         for kind in SIGNATURES
     }
     with stage_run(cfg, "signatures") as run:
-        result = fit_signatures(config, manifest, tables)
+        result = fit_signatures(config, manifest, tables, on_trial=log_trial if run is not None else None)
         write_signatures(result, out)
         if run is not None:
             log_signatures(result, out)
