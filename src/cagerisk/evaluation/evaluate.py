@@ -521,6 +521,8 @@ def _report_html(
             "threshold": threshold,
             "n_bootstrap": settings.n_bootstrap,
             "acceptance": acceptance,
+            # evaluation.acceptance_ratio: the share of the oracle's AUC the combined model must reach
+            "acceptance_ratio": settings.acceptance_ratio,
             "table1": table1_html,
             "table1_path": context.table1_path,
             "table2": html_table(table2_display(result.performance)),

@@ -23,6 +23,7 @@ from cagerisk.serving.bundle import (
     BundleSources,
     TrainingTables,
     build_serving_bundle,
+    combined_model_path,
     feature_rows,
     read_training_tables,
     typical_patient,
@@ -54,7 +55,7 @@ REGISTRY_KEYS = ("model_name", "champion_alias", "challenger_alias", "on_incompa
 def bundle_sources(cfg: DictConfig) -> BundleSources:
     """Where the pipeline wrote what the bundle copies (``paths``, ``radiomics``, ``segment``, ``deep`` groups)."""
     return BundleSources(
-        combined_model=Path(cfg.paths.models) / "combined" / "model.joblib",
+        combined_model=combined_model_path(cfg),
         radiomics=OmegaConf.to_container(cfg.radiomics, resolve=True),
         segment_model=Path(cfg.segment.model_path) if "segment" in cfg else None,
         deep_model=Path(cfg.deep.model_path) if "deep" in cfg else None,
