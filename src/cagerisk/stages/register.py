@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
@@ -84,11 +85,20 @@ def log_serving_model(cfg: DictConfig, tables: TrainingTables, info: dict[str, A
     return model_info, spec
 
 
-def write_model_card(cfg: DictConfig, client: MlflowClient, result: RegistrationResult, context: dict[str, Any]) -> None:
-    """The model card as the version's description and as ``model_card.md`` of the run."""
-    spec: ModelSpec = context["spec"]
-    tables: TrainingTables = context["tables"]
-    model_info, run = context["model_info"], context["run"]
+def write_model_card(
+    cfg: DictConfig,
+    client: MlflowClient,
+    result: RegistrationResult,
+    logged: tuple[Any, ModelSpec],
+    tables: TrainingTables,
+    validation: tuple[np.ndarray, np.ndarray],
+    commit: str | None,
+) -> None:
+    """The model card as the version's description and as ``model_card.md`` of the run.
+
+    ``logged``: the logged model's ModelInfo and spec; ``validation``: the outcomes and new probabilities.
+    """
+    (model_info, spec), run = logged, mlflow.active_run()
     combined = spec.info.get("combined")
     card = model_card(
         name=result.name,
@@ -101,7 +111,7 @@ def write_model_card(cfg: DictConfig, client: MlflowClient, result: Registration
         cohort_source=cfg.cohort.source,
         cohort_name=cfg.cohort.name,
         val_auc=result.val_auc,
-        val_auc_ci=val_auc_ci(result, context["y_val"], context["new_prob"]),
+        val_auc_ci=val_auc_ci(result, *validation),
         n_val=result.n_val,
         threshold=spec.threshold,
         threshold_rule=str(spec.info.get("threshold_rule", "Youden index on the validation split")),
@@ -111,7 +121,7 @@ def write_model_card(cfg: DictConfig, client: MlflowClient, result: Registration
         report=read_report(Path(cfg.paths.reports) / "metrics.json"),
         ct_segmentation=spec.ct_segmentation,
         image_scoring=spec.image_scoring,
-        git_commit=context["commit"],
+        git_commit=commit,
         combined_classifier=combined.get("best_classifier") if isinstance(combined, dict) else None,
     )
     client.update_model_version(result.name, result.version, description=card)
@@ -176,6 +186,5 @@ def run_register_stage(cfg: DictConfig) -> RegistrationResult:
         decide_alias(result, champion, score_champion, y_val, new_prob, registry)
         client.set_registered_model_alias(registry.model_name, result.alias, result.version)
         log_decision(client, result)
-        context = {"spec": spec, "tables": tables, "model_info": model_info, "run": run, "commit": commit}
-        write_model_card(cfg, client, result, {**context, "y_val": y_val, "new_prob": new_prob})
+        write_model_card(cfg, client, result, (model_info, spec), tables, (y_val, new_prob), commit)
     return result
