@@ -67,35 +67,29 @@ def compose(overrides: list[str]):
 
     conf = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        return hydra_compose("config", overrides=overrides)
+        return hydra_compose("fit_table", overrides=overrides)
 
 
 def procedures(study_trials: int, with_study: bool):
     """name -> fit(X_train, y_train) -> object with predict_proba, all built before any fold runs."""
+    from dataclasses import replace
+
     from sklearn.ensemble import ExtraTreesClassifier
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from cagerisk.models.fit_table import fit_procedure, fit_table_settings
-    from cagerisk.models.search import SearchSettings
+    from cagerisk.config import typed
+    from cagerisk.config.modelling import FitTableConfig, model_config
+    from cagerisk.models.fit_table import fit_procedure, table_search_settings
 
     def fit_table_procedure(overrides: list[str], n_trials: int):
         cfg = compose(overrides)
-        ft = {**fit_table_settings(cfg), "n_trials": n_trials}
-        settings = SearchSettings.from_config(
-            cfg.sweep,
-            int(cfg.seed),
-            n_trials=n_trials,
-            timeout=None,
-            cv_folds=int(ft["inner_folds"]),
-            cv_repeats=1,
-            storage=None,
-            fit_best=True,
-            log_trials=False,
-        )
-        return lambda X, y: fit_procedure(cfg, ft, "bench", X, y, settings)[0]
+        config = model_config(cfg)
+        ft = replace(typed(cfg.fit_table, FitTableConfig, "fit_table"), n_trials=n_trials)
+        settings = table_search_settings(config, ft, fit_best=True)
+        return lambda X, y: fit_procedure(config, ft, "bench", X, y, settings)[0]
 
     fits = {"default": fit_table_procedure([], 30)}
     if with_study:
@@ -114,7 +108,7 @@ def run_table(name: str, fits, folds: int, data: Path = DATA) -> dict:
     from cagerisk.models.fit_table import prepare_table
     from cagerisk.models.search import positive_proba
 
-    X, y, _ = prepare_table(pd.read_csv(data / f"{name}.csv.gz"), "ID", "Target", 1, source=name)
+    X, y, _ = prepare_table(pd.read_csv(data / f"{name}.csv.gz"), "ID", "Target", 1, ["diagnostics_"], [], source=name)
     X = X.replace([np.inf, -np.inf], np.nan)
     aucs = {m: [] for m in fits}
     seconds = dict.fromkeys(fits, 0.0)
@@ -164,7 +158,8 @@ def summarise(rows: list[dict]) -> int:
     ratio = means["default"] / best_baseline
     worst = int(np.argmin(gaps))
     print(
-        f"\nratio mean(default) / best baseline mean = {means['default']:.3f} / {best_baseline:.3f} = {ratio:.3f}  (target >= 1.00)"
+        f"\nratio mean(default) / best baseline mean = {means['default']:.3f} / {best_baseline:.3f} = {ratio:.3f}"
+        "  (target >= 1.00)"
     )
     print(f"worst table vs. its better baseline: {rows[worst]['table']} {gaps[worst]:+.3f}  (target >= -0.03)")
     if "study" in means:

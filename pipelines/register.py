@@ -7,13 +7,13 @@ import hydra
 from omegaconf import DictConfig
 
 from cagerisk.logging_setup import configure_logging
-from cagerisk.tracking.registry import register_model
+from cagerisk.stages.register import run_register_stage
 
 
 @hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parents[1] / "conf"), config_name="config")
 def main(cfg: DictConfig) -> None:
     configure_logging()
-    result = register_model(cfg)
+    result = run_register_stage(cfg)
     # Last line: the decision as JSON, for scripts (make demo reads it).
     print(json.dumps(result.as_dict(), default=str))
 

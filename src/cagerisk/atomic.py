@@ -3,13 +3,22 @@ leaves half a table or half a model where a later stage (or a DVC hash) would re
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-__all__ = ["load_torch_bundle", "save_torch_bundle", "write_frame_atomic"]
+__all__ = [
+    "load_torch_bundle",
+    "replaced_atomically",
+    "save_torch_bundle",
+    "write_frame_atomic",
+    "write_joblib_atomic",
+    "write_text_atomic",
+]
 
 
 def write_frame_atomic(frame: pd.DataFrame, path: str | Path) -> Path:
@@ -60,3 +69,34 @@ def load_torch_bundle(path: str | Path, fmt: str, what: str, made_by: str) -> di
     payload = dict(payload)
     payload.pop("format")
     return payload
+
+
+@contextlib.contextmanager
+def replaced_atomically(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path``; what the block writes there replaces ``path`` when it ends
+    without an error (e.g. ``with replaced_atomically(p) as tmp: fig.savefig(tmp)``)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    # the target's suffix last: writers that pick a format by suffix (matplotlib) see the right one
+    tmp = p.with_name(f".{p.stem}.{os.getpid()}.tmp{p.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(text: str, path: str | Path) -> Path:
+    """``text`` (UTF-8) written to ``path`` atomically."""
+    with replaced_atomically(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_joblib_atomic(value: Any, path: str | Path) -> Path:
+    """``joblib.dump`` of ``value`` to ``path`` atomically."""
+    import joblib
+
+    with replaced_atomically(path) as tmp:
+        joblib.dump(value, tmp)
+    return Path(path)

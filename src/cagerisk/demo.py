@@ -29,6 +29,8 @@ from hydra import compose, initialize_config_dir
 from rich.console import Console
 from rich.panel import Panel
 
+from cagerisk.config import typed
+from cagerisk.config.modelling import TrackingConfig
 from cagerisk.logging_setup import configure_logging
 from cagerisk.tracking import configure_tracking, dvc_lock_hashes, flatten_config, git_commit
 from cagerisk.tracking.pipeline_run import log_pipeline_summary
@@ -62,7 +64,7 @@ def run_pipeline(extra_env: dict[str, str] | None = None) -> str:
     """`dvc repro` under a parent MLflow run; returns the parent run id."""
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config")
-    experiment_id = configure_tracking(cfg.tracking)
+    experiment_id = configure_tracking(typed(cfg.tracking, TrackingConfig, "tracking"))
     commit = git_commit(ROOT)
     tags = {"cagerisk.stage": "pipeline", **({"git_commit": commit} if commit else {})}
     with mlflow.start_run(experiment_id=experiment_id, run_name="pipeline", tags=tags) as parent:
@@ -176,7 +178,7 @@ def main() -> None:
     os.chdir(ROOT)
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=pipeline_overrides())
-    tracking_uri = str(cfg.tracking.uri)
+    tracking_uri = typed(cfg.tracking, TrackingConfig, "tracking").uri
     if tracking_uri.startswith("sqlite:///") and not tracking_uri.startswith("sqlite:////"):
         tracking_uri = f"sqlite:///{(ROOT / tracking_uri.removeprefix('sqlite:///')).resolve()}"
     run_id = step("dvc repro (every stage, nested under one MLflow run)", run_pipeline)

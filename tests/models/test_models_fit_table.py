@@ -14,7 +14,8 @@ import pytest
 from synthetic_cohort import compose_config
 
 from cagerisk.models.data import InputError
-from cagerisk.models.fit_table import prepare_table, run_fit_table
+from cagerisk.models.fit_table import prepare_table
+from cagerisk.stages.fit_table import run_fit_table_stage
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = [
@@ -92,25 +93,26 @@ def test_real_signal_is_found_with_the_same_settings(tmp_path):
             "++positive_label=subsided",
             "tracking.enabled=false",
             *[f"++{o}" for o in FAST],
-        ]
+        ],
+        "fit_table",
     )
-    result = run_fit_table(cfg)
+    result = run_fit_table_stage(cfg)
     assert result["auc"] > 0.8
     assert {"original_glcm_F0", "original_glcm_F1"} & set(result["selected_features"])
 
 
 def test_bad_tables_are_named():
     frame = pd.DataFrame({"id": ["a", "b", "c"], "y": ["no", "no", "yes"], "f": [1.0, 2.0, 3.0]})
-    X, y, dropped = prepare_table(frame, "id", "y", "yes")
+    X, y, dropped = prepare_table(frame, "id", "y", "yes", ["diagnostics_"], [])
     assert list(y) == [0, 0, 1] and list(X.columns) == ["f"] and dropped == []
     with pytest.raises(InputError, match="label_col 'outcome'"):
-        prepare_table(frame, "id", "outcome", "yes")
+        prepare_table(frame, "id", "outcome", "yes", [], [])
     with pytest.raises(InputError, match="no row has y == 'maybe'"):
-        prepare_table(frame, "id", "y", "maybe")
+        prepare_table(frame, "id", "y", "maybe", [], [])
     with pytest.raises(InputError, match=r"listed twice.*\['a'\]"):
-        prepare_table(pd.concat([frame, frame.iloc[:1]]), "id", "y", "yes")
+        prepare_table(pd.concat([frame, frame.iloc[:1]]), "id", "y", "yes", [], [])
     numeric = pd.DataFrame({"id": [1, 2, 3], "y": [0.0, 1.0, 0.0], "f": [1, 2, 3]})
-    assert list(prepare_table(numeric, "id", "y", 1)[1]) == [0, 1, 0]
+    assert list(prepare_table(numeric, "id", "y", 1, [], [])[1]) == [0, 1, 0]
 
 
 DEFAULT_FAST = [
@@ -133,9 +135,10 @@ def test_the_default_stack_is_fitted_without_an_inner_search_and_stays_honest(tm
             "++positive_label=subsided",
             "tracking.enabled=false",
             *[f"++{o}" for o in DEFAULT_FAST],
-        ]
+        ],
+        "fit_table",
     )
-    result = run_fit_table(cfg)
+    result = run_fit_table_stage(cfg)
     assert result["classifier_votes"] == {"stack": 8} and result["best_classifier"] == "stack"
     assert result["final_cv_auc"] is None  # nothing was searched
     assert len(result["selected_features"]) == 120  # no univariate selection
@@ -146,3 +149,10 @@ def test_the_default_stack_is_fitted_without_an_inner_search_and_stays_honest(tm
         assert result["auc_ci_low"] < 0.5 < result["auc_ci_high"]
     else:
         assert result["auc"] > 0.7 and result["auc_ci_low"] > 0.5
+
+
+def test_fit_table_without_its_config_or_table_is_refused():
+    with pytest.raises(InputError, match="conf/fit_table.yaml"):
+        run_fit_table_stage(compose_config(["++table=x.csv", "tracking.enabled=false"]))
+    with pytest.raises(InputError, match="needs table=PATH"):
+        run_fit_table_stage(compose_config(["tracking.enabled=false"], "fit_table"))

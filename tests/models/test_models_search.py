@@ -19,6 +19,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict, cross_va
 from sklearn.pipeline import Pipeline
 from synthetic_cohort import CONF, compose_config
 
+from cagerisk.config.modelling import model_config
 from cagerisk.features import build_selection_steps
 from cagerisk.models.search import SearchSettings, cv_splits, search_classifier
 from cagerisk.models.zoo import load_zoo, params_of_trial
@@ -29,6 +30,12 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def cfg():
     return compose_config(["selection.radiomics.lasso.cv=3", "selection.radiomics.lasso.n_alphas=15"])
+
+
+def _settings(cfg, **overrides) -> SearchSettings:
+    """The sweep preset's settings (conf/sweep/default.yaml), in memory unless a storage is given."""
+    overrides.setdefault("storage", None)
+    return SearchSettings.from_sweep(model_config(cfg).sweep, overrides.pop("seed", 0), **overrides)
 
 
 def _data(n=80, p=30, seed=0):
@@ -70,38 +77,46 @@ def test_target_lists_narrow_the_global_include_list():
     from cagerisk.models.signatures import target_selection_steps, target_zoo
 
     default = compose_config(["sweep=default"])
-    assert {t: list(target_zoo(default, t)) for t in ("rad", "dl", "clinical", "combined")} == {
+    assert {t: list(target_zoo(model_config(default), t)) for t in ("rad", "dl", "clinical", "combined")} == {
         "rad": ["stack"],
         "dl": ["lr_cv"],
         "clinical": ["lr_cv"],
         "combined": ["lr_cv"],
     }
-    assert [n for n, _ in target_selection_steps(default, "rad", "radiomics")] == ["impute", "scale"]
-    assert [n for n, _ in target_selection_steps(default, "dl", "deep")] == ["impute", "reduce"]
+    assert [n for n, _ in target_selection_steps(model_config(default), "rad", "radiomics")] == ["impute", "scale"]
+    assert [n for n, _ in target_selection_steps(model_config(default), "dl", "deep")] == ["impute", "reduce"]
     fast = compose_config(["sweep=fast"])
-    assert list(target_zoo(fast, "rad")) == ["stack"] and fast.sweep.cv_folds == 5
+    assert list(target_zoo(model_config(fast), "rad")) == ["stack"] and fast.sweep.cv_folds == 5
     study = compose_config(["sweep=study"])
-    assert len(target_zoo(study, "rad")) == 14 and not {"stack", "lr_cv"} & set(target_zoo(study, "rad"))
-    assert list(target_zoo(study, "dl")) == ["lr", "svm_linear"]
-    assert list(target_zoo(study, "combined")) == ["lr"]
-    assert [n for n, _ in target_selection_steps(study, "rad", "radiomics")] == ["impute", "scale", "ftest", "pearson", "lasso"]
+    assert len(target_zoo(model_config(study), "rad")) == 14 and not {"stack", "lr_cv"} & set(
+        target_zoo(model_config(study), "rad")
+    )
+    assert list(target_zoo(model_config(study), "dl")) == ["lr", "svm_linear"]
+    assert list(target_zoo(model_config(study), "combined")) == ["lr"]
+    assert [n for n, _ in target_selection_steps(model_config(study), "rad", "radiomics")] == [
+        "impute",
+        "scale",
+        "ftest",
+        "pearson",
+        "lasso",
+    ]
     both = compose_config(["sweep=study", "classifier.include=[nb,svm_linear,lr]"])
-    assert list(target_zoo(both, "dl")) == ["lr", "svm_linear"]
-    assert list(target_zoo(both, "rad")) == ["lr", "nb", "svm_linear"]  # the target list's order
+    assert list(target_zoo(model_config(both), "dl")) == ["lr", "svm_linear"]
+    assert list(target_zoo(model_config(both), "rad")) == ["lr", "nb", "svm_linear"]  # the target list's order
     whole = compose_config(["sweep=study", "sweep.include.dl=null"])
-    assert len(target_zoo(whole, "dl")) == 16
+    assert len(target_zoo(model_config(whole), "dl")) == 16
     # Nothing in common: the explicit classifier.include wins (what the user typed).
     disjoint = compose_config(["sweep=default", "classifier.include=[nb,dt]"])
-    assert list(target_zoo(disjoint, "combined")) == ["nb", "dt"]
+    assert list(target_zoo(model_config(disjoint), "combined")) == ["nb", "dt"]
     with pytest.raises(ValueError, match=r"selection.radiomics has no step\(s\) \['anova'\]"):
-        target_selection_steps(compose_config(["sweep.selection_steps.rad=[impute,anova]"]), "rad", "radiomics")
+        target_selection_steps(model_config(compose_config(["sweep.selection_steps.rad=[impute,anova]"])), "rad", "radiomics")
 
 
 def test_cached_folds_score_exactly_what_cv_of_the_whole_pipeline_scores(cfg):
     X, y = _data()
     steps = build_selection_steps(cfg.selection, "radiomics", seed=0)
     zoo = load_zoo(cfg.classifier, include=["lr"])
-    settings = SearchSettings(n_trials=2, cv_folds=4, storage=None, seed=3, pruner=None, log_trials=False)
+    settings = _settings(cfg, n_trials=2, cv_folds=4, seed=3, pruner=None, log_trials=False)
     result = search_classifier("rad", X, y, steps, zoo, settings)
     best = result.trials.dropna(subset=["cv_auc"]).sort_values("cv_auc").iloc[-1]
     pipeline = Pipeline([*((n, clone(s)) for n, s in steps), ("classifier", zoo["lr"].build(result.best_params, seed=3))])
@@ -120,8 +135,8 @@ def test_cached_folds_score_exactly_what_cv_of_the_whole_pipeline_scores(cfg):
 def test_a_rerun_on_the_same_data_adds_no_trial_and_a_changed_table_gets_a_new_study(cfg, tmp_path):
     X, y = _data(60, 8)
     zoo = load_zoo(cfg.classifier, include=["lr", "nb"])
-    settings = SearchSettings(
-        n_trials=3, cv_folds=3, storage=f"sqlite:///{tmp_path}/o.db", seed=1, pruner=None, log_trials=False, fit_best=False
+    settings = _settings(
+        cfg, n_trials=3, cv_folds=3, storage=f"sqlite:///{tmp_path}/o.db", seed=1, pruner=None, log_trials=False, fit_best=False
     )
     first = search_classifier("rad", X, y, [], zoo, settings)
     again = search_classifier("rad", X, y, [], zoo, settings)
@@ -138,6 +153,7 @@ WORKER = textwrap.dedent(
     import numpy as np, pandas as pd
     from hydra import compose, initialize_config_dir
     from cagerisk.features import build_selection_steps
+    from cagerisk.config.modelling import model_config
     from cagerisk.models.search import SearchSettings, search_classifier
     from cagerisk.models.zoo import load_zoo
 
@@ -146,14 +162,15 @@ WORKER = textwrap.dedent(
         cfg = compose("config", overrides=["selection.radiomics.lasso.cv=3", "selection.radiomics.lasso.n_alphas=10"])
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], [50, 25])
-    X = pd.DataFrame(rng.normal(size=(75, 20)) + y[:, None] * np.r_[np.ones(3), np.zeros(17)], columns=[f"f{i}" for i in range(20)])
+    X = pd.DataFrame(rng.normal(size=(75, 20)) + y[:, None] * np.r_[np.ones(3), np.zeros(17)],
+                     columns=[f"f{i}" for i in range(20)])
     steps = build_selection_steps(cfg.selection, "radiomics", seed=0)
     zoo = load_zoo(cfg.classifier, include=["lr", "nb", "dt"])
     # max_degenerate_share=None: a decision tree's pure leaves would fail some trials (a guard tested
     # elsewhere), and which ones depends on the two processes' interleaving; here every trial must complete.
-    settings = SearchSettings(n_trials=12, cv_folds=3, storage=storage, study_name="concurrent", seed=0, worker=worker,
-                              pruner=None, sampler_startup_trials=2, fit_best=False, log_trials=False,
-                              max_degenerate_share=None)
+    settings = SearchSettings.from_sweep(model_config(cfg).sweep, 0, n_trials=12, cv_folds=3, storage=storage,
+                                         study_name="concurrent", worker=worker, pruner=None, sampler_startup_trials=2,
+                                         fit_best=False, log_trials=False, max_degenerate_share=None)
     # Both processes start their trials together, so they really write to one study at once.
     (ready_dir / f"ready{worker}").touch()
     deadline = time.time() + 120
@@ -236,17 +253,17 @@ def test_a_classifier_with_zero_one_probabilities_fails_its_trials(cfg, tmp_path
     y = np.repeat([0, 1], 40)
     X = pd.DataFrame(rng.normal(size=(80, 40)) + 3.0 * y[:, None], columns=[f"f{i}" for i in range(40)])
     zoo = load_zoo(cfg.classifier, include=["nb", "lr"])
-    guarded = SearchSettings(n_trials=4, cv_folds=3, storage=f"sqlite:///{tmp_path}/a.db", seed=0, pruner=None, log_trials=False)
+    guarded = _settings(cfg, n_trials=4, cv_folds=3, storage=f"sqlite:///{tmp_path}/a.db", pruner=None, log_trials=False)
     result = search_classifier("rad", X, y, [], zoo, guarded)
     trials = result.trials
     nb = trials[trials["classifier"] == "nb"] if "classifier" in trials else trials.iloc[0:0]
     assert len(nb) and (nb["state"] == "FAIL").all(), trials
     assert result.best_classifier == "lr"
-    off = SearchSettings(
+    off = _settings(
+        cfg,
         n_trials=4,
         cv_folds=3,
         storage=f"sqlite:///{tmp_path}/b.db",
-        seed=0,
         pruner=None,
         log_trials=False,
         max_degenerate_share=None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import joblib
 import mlflow
@@ -12,9 +13,10 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from synthetic_cohort import compose_config, tiny_overrides
 
-from cagerisk.evaluation.stage import run_evaluate_stage
-from cagerisk.models.combined import CombinedModel, run_combined_stage
-from cagerisk.models.signatures import run_signatures_stage
+from cagerisk.models.served import CombinedModel
+from cagerisk.stages.combined import run_combined_stage
+from cagerisk.stages.evaluate import run_evaluate_stage
+from cagerisk.stages.signatures import run_signatures_stage
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +151,8 @@ def test_evaluation_report_and_metrics(stages, synthetic_root):
     assert {r["split"] for r in saved["delong"]} == {"train", "val", "test", "val+test"}
     assert saved["reader_kappa"] and -1 <= saved["reader_kappa"][0]["kappa"] <= 1
     assert saved["acceptance"]["oracle_auc"] > 0.5 and saved["acceptance"]["n"] > 0
+    verdict = "at least" if saved["acceptance"]["ratio_ok"] else "below"
+    assert re.search(rf"{verdict}\s+0\.85</span>", html), "the report names evaluation.acceptance_ratio"
     assert metrics["threshold"] == saved["threshold"]
     # Calibration intercept and slope with CIs per model and split; HL on g df (all scores held out or OOF).
     assert set(saved["calibration_fit"]) == {"clinical_model", "rad_sign", "dl_sign", "combined"}

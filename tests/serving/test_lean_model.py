@@ -30,12 +30,12 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def logged_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], float]:
-    from cagerisk.tracking.registry import register_model
+    from cagerisk.stages.register import run_register_stage
 
     tmp = tmp_path_factory.mktemp("lean")
     write_feature_pipeline(tmp / "data")
     cfg = compose_serving_config(tmp)
-    result = register_model(cfg)
+    result = run_register_stage(cfg)
     mlflow.set_tracking_uri(str(cfg.tracking.uri))
     model_dir = Path(mlflow.artifacts.download_artifacts(result.model_uri, dst_path=str(tmp / "model")))
     requirements = (model_dir / "requirements.txt").read_text().splitlines()

@@ -33,12 +33,12 @@ SEED = 20261201
 
 @pytest.fixture(scope="module")
 def bento(tmp_path_factory: pytest.TempPathFactory):
-    from cagerisk.tracking.registry import register_model
+    from cagerisk.stages.register import run_register_stage
 
     tmp = tmp_path_factory.mktemp("fuzz")
     write_feature_pipeline(tmp / "data")
     cfg = compose_serving_config(tmp)
-    register_model(cfg)
+    run_register_stage(cfg)
     env = bentoml_environment(extra={"MLFLOW_TRACKING_URI": str(cfg.tracking.uri)}, home=tmp / "bentoml_home")
     env.pop("CAGERISK_API_KEY", None)
     imported = import_champion(str(cfg.tracking.uri), env, build=True)

@@ -17,13 +17,13 @@ from sklearn.metrics import roc_auc_score
 from cagerisk.evaluation import delong_test
 from cagerisk.serving.bundle import feature_rows, read_training_tables
 from cagerisk.serving.errors import ScoringInputError
-from cagerisk.tracking.registry import register_model
+from cagerisk.stages.register import run_register_stage
 
 
 @pytest.fixture(scope="module")
 def registered(feature_pipeline: Path):
     cfg = compose_serving_config(feature_pipeline)
-    first = register_model(cfg)
+    first = run_register_stage(cfg)
     return cfg, first
 
 
@@ -96,7 +96,7 @@ def test_worse_model_becomes_challenger_with_delong(registered, feature_pipeline
     # A model fitted on shuffled outcomes, on the same data: its validation AUC is lower.
     write_feature_pipeline(feature_pipeline / "data", shuffle_labels=True)
     try:
-        second = register_model(cfg)
+        second = run_register_stage(cfg)
     finally:
         write_feature_pipeline(feature_pipeline / "data")
     assert second.version == "2" and second.alias == "challenger"

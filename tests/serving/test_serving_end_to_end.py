@@ -63,10 +63,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     """Cohort -> radiomics -> deep -> signatures -> combined -> register, at tiny sizes."""
     from cagerisk.cohort.stage import run_cohort_stage
     from cagerisk.deep.stage import run_deep_stage
-    from cagerisk.models.combined import run_combined_stage
-    from cagerisk.models.signatures import run_signatures_stage
     from cagerisk.radiomics import run_radiomics_stage
-    from cagerisk.tracking.registry import register_model
+    from cagerisk.stages.combined import run_combined_stage
+    from cagerisk.stages.register import run_register_stage
+    from cagerisk.stages.signatures import run_signatures_stage
 
     tmp = tmp_path_factory.mktemp("e2e")
     # The tiny cohort with a seed that gives 4 + 2 + 2 patients of each outcome in train/val/test: the
@@ -79,7 +79,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     run_deep_stage(cfg)
     run_signatures_stage(cfg)
     run_combined_stage(cfg)
-    result = register_model(cfg)
+    result = run_register_stage(cfg)
     return cfg, tmp, result
 
 

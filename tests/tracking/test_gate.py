@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from scipy import stats
 
+from cagerisk.config import typed
+from cagerisk.config.modelling import GateConfig
 from cagerisk.evaluation.metrics import delong_test
 from cagerisk.tracking.gate import decide, gate_settings, same_validation_patients, validation_patients_sha256
+
+# The shipped gate (conf/serve/default.yaml): superiority at alpha 0.05.
+GATE = typed(
+    OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "serve" / "default.yaml").gate, GateConfig, "serve.gate"
+)
+
+
+def gate(**changes) -> GateConfig:
+    return replace(GATE, **changes)
 
 
 def _scores(n: int, signal_new: float, signal_old: float, seed: int = 0):
@@ -47,7 +62,7 @@ def test_comparability_from_version_tags():
 def test_superiority_p_is_delongs_one_sided_p():
     y, new, old = _scores(120, 1.6, 0.8)
     test = delong_test(y, new, old)
-    decision = decide(y, new, old, {"rule": "superiority", "alpha": 0.05})
+    decision = decide(y, new, old, gate())
     assert decision.z == pytest.approx(test.z) and decision.delong_z == pytest.approx(test.z)
     assert decision.p_value == pytest.approx(stats.norm.sf(test.z))
     assert decision.p_two_sided == pytest.approx(test.p_value)
@@ -60,7 +75,7 @@ def test_higher_point_estimate_by_noise_is_not_promoted():
     # Same signal, different noise: the new AUC is a little higher, but not significantly.
     for seed in range(20):
         y, new, old = _scores(40, 1.0, 1.0, seed)
-        d = decide(y, new, old, {})
+        d = decide(y, new, old, gate())
         if d.auc_new > d.auc_champion and d.p_value >= 0.05:
             assert not d.promote and ">=" in d.reason and "not significantly higher" in d.reason
             break
@@ -70,39 +85,39 @@ def test_higher_point_estimate_by_noise_is_not_promoted():
 
 def test_clearly_better_is_promoted_and_worse_is_not():
     y, strong, weak = _scores(200, 2.5, 0.3, seed=3)
-    assert decide(y, strong, weak, {}).promote
-    worse = decide(y, weak, strong, {})
+    assert decide(y, strong, weak, gate()).promote
+    worse = decide(y, weak, strong, gate())
     assert not worse.promote and "<" in worse.reason and worse.p_value > 0.95
 
 
 def test_identical_rankings_never_replace_the_champion():
     y, new, _ = _scores(60, 1.0, 1.0)
-    d = decide(y, new, new * 2.0 + 1.0, {})  # same ranking, other scale
+    d = decide(y, new, new * 2.0 + 1.0, gate())  # same ranking, other scale
     assert d.difference == 0 and d.z == 0 and d.p_value == pytest.approx(0.5) and not d.promote
 
 
 def test_non_inferiority_margin():
     # Equal-strength models on many patients: not superior, but non-inferior within 0.05.
     y, new, old = _scores(2000, 1.2, 1.2, seed=5)
-    assert not decide(y, new, old, {"rule": "superiority"}).promote
-    d = decide(y, new, old, {"rule": "non_inferiority", "margin": 0.05})
+    assert not decide(y, new, old, gate()).promote
+    d = decide(y, new, old, gate(rule="non_inferiority", margin=0.05))
     test = delong_test(y, new, old)
     assert d.z == pytest.approx((test.difference + 0.05) / test.se)
     assert d.promote and "non-inferior within 0.05" in d.reason
     # Zero margin: non-inferiority equals superiority.
-    assert decide(y, new, old, {"rule": "non_inferiority", "margin": 0.0}).p_value == pytest.approx(
-        decide(y, new, old, {}).p_value
+    assert decide(y, new, old, gate(rule="non_inferiority", margin=0.0)).p_value == pytest.approx(
+        decide(y, new, old, gate()).p_value
     )
 
 
 def test_settings_are_checked():
-    assert gate_settings(None) == {"rule": "superiority", "alpha": 0.05, "margin": 0.0}
+    assert gate_settings(GATE) == {"rule": "superiority", "alpha": 0.05, "margin": 0.0}
     with pytest.raises(ValueError, match="rule must be one of"):
-        gate_settings({"rule": ">="})
+        gate_settings(gate(rule=">="))
     with pytest.raises(ValueError, match="alpha"):
-        gate_settings({"alpha": 1.5})
+        gate_settings(gate(alpha=1.5))
     with pytest.raises(ValueError, match="margin"):
-        gate_settings({"margin": -0.1})
+        gate_settings(gate(margin=-0.1))
 
 
 def test_zero_delong_variance_uses_the_permutation_test_not_a_sure_answer():
@@ -110,9 +125,9 @@ def test_zero_delong_variance_uses_the_permutation_test_not_a_sure_answer():
     # such challenger promoted. The paired permutation test gives the exact p (2/64 two-sided).
     y = np.array([0, 0, 0, 1, 1, 1])
     perfect, constant = np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9]), np.full(6, 0.5)
-    decision = decide(y, perfect, constant, {"rule": "superiority", "alpha": 0.05})
+    decision = decide(y, perfect, constant, gate())
     assert decision.p_value == pytest.approx(delong_test(y, perfect, constant).p_value / 2)
     assert 0.01 < decision.p_value < 0.05 and decision.promote
     y2 = np.array([0, 0, 1, 1])
-    small = decide(y2, np.array([0.1, 0.2, 0.8, 0.9]), np.full(4, 0.5), {"rule": "superiority", "alpha": 0.05})
+    small = decide(y2, np.array([0.1, 0.2, 0.8, 0.9]), np.full(4, 0.5), gate())
     assert small.p_value > 0.05 and not small.promote  # 2 + 2 patients cannot show it

@@ -11,8 +11,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from serving_helpers import compose_serving_config, write_feature_pipeline
 
+from cagerisk.stages.register import run_register_stage
 from cagerisk.tracking.gate import validation_patients_sha256
-from cagerisk.tracking.registry import register_model
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def store(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("registry-card")
     write_feature_pipeline(tmp / "data")
     cfg = compose_serving_config(tmp)
-    return tmp, cfg, register_model(cfg)
+    return tmp, cfg, run_register_stage(cfg)
 
 
 def test_card_is_the_version_description(store):
@@ -49,7 +49,7 @@ def test_card_is_the_version_description(store):
 def test_retrained_twin_stays_challenger_then_other_patients_are_not_compared(store):
     tmp, cfg, first = store
     # The same pipeline registered again: identical validation rankings, no evidence it is better.
-    twin = register_model(cfg)
+    twin = run_register_stage(cfg)
     assert twin.alias == "challenger" and twin.champion_version == first.version
     assert twin.gate["rule"] == "superiority" and twin.gate["p_value"] == pytest.approx(0.5)
     assert "not significantly higher" in twin.reason and twin.delong_p is not None
@@ -66,7 +66,7 @@ def test_retrained_twin_stays_challenger_then_other_patients_are_not_compared(st
     manifest.loc[val_ids[0], "split"] = "train"
     manifest.to_csv(manifest_path, index=False)
     try:
-        moved = register_model(cfg)
+        moved = run_register_stage(cfg)
     finally:
         manifest_path.write_text(original)
     assert moved.alias == "challenger" and moved.champion_val_auc is None and moved.delong_p is None

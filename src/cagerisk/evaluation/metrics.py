@@ -83,10 +83,13 @@ class AUCInterval:
 def auc_ci_delong(y, score, level: float = 0.95) -> AUCInterval:
     """AUC with DeLong's normal-approximation confidence interval (clipped to [0, 1], as pROC does)."""
     auc, cov = delong_covariance(y, score)
-    se = float(np.sqrt(max(cov[0, 0], 0.0)))
+    return delong_interval(float(auc[0]), float(np.sqrt(max(cov[0, 0], 0.0))), level)
+
+
+def delong_interval(auc: float, se: float, level: float = 0.95) -> AUCInterval:
+    """The normal-approximation interval ``auc +- z se`` for DeLong's standard error ``se``, clipped to [0, 1]."""
     z = stats.norm.ppf(0.5 + level / 2)
-    a = float(auc[0])
-    return AUCInterval(a, float(max(0.0, a - z * se)), float(min(1.0, a + z * se)), se, "delong")
+    return AUCInterval(auc, float(max(0.0, auc - z * se)), float(min(1.0, auc + z * se)), se, "delong")
 
 
 def _fast_auc(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -191,7 +194,10 @@ def delong_test(y, score1, score2, n_permutations: int = 10000, seed: int = 0) -
     var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
     if var <= _ZERO_VARIANCE:
         p = auc_permutation_test(y, s1, s2, n_permutations, seed)
-        note = f"DeLong's variance is 0 (AUCs {a1:.3f} and {a2:.3f}); paired permutation test, {n_permutations} permutations, seed {seed}"
+        note = (
+            f"DeLong's variance is 0 (AUCs {a1:.3f} and {a2:.3f}); paired permutation test, "
+            f"{n_permutations} permutations, seed {seed}"
+        )
         return DeLongTest(a1, a2, diff, 0.0, float("nan"), p, "permutation", False, note)
     z = diff / np.sqrt(var)
     return DeLongTest(a1, a2, diff, float(np.sqrt(var)), float(z), float(2 * stats.norm.sf(abs(z))))

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from cagerisk.atomic import replaced_atomically
 from cagerisk.evaluation.metrics import calibration, decision_curve
 from cagerisk.features.plots import pyplot
 
@@ -116,7 +117,9 @@ def plot_readers(
 
 
 def save(fig: Figure, path) -> str:
-    fig.savefig(path, dpi=120)
+    """Write ``fig`` as ``path`` (atomically) and close it."""
+    with replaced_atomically(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     pyplot().close(fig)
     return str(path)
 

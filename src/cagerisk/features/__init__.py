@@ -16,6 +16,8 @@ _EXPORTS: dict[str, str] = {
     "LassoSelector": "cagerisk.features.lasso",
     "FEATURE_KINDS": "cagerisk.features.pipeline",
     "build_selection_steps": "cagerisk.features.pipeline",
+    "lasso_of": "cagerisk.features.pipeline",
+    "selected_features_table": "cagerisk.features.pipeline",
     "selected_feature_names": "cagerisk.features.pipeline",
     "selection_report": "cagerisk.features.pipeline",
     "plot_lasso": "cagerisk.features.plots",

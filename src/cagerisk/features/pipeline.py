@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, is_dataclass
 from typing import Any
 
 import numpy as np
@@ -12,12 +13,15 @@ from omegaconf import DictConfig, OmegaConf
 from sklearn.base import BaseEstimator, is_classifier
 from sklearn.pipeline import Pipeline
 
+from cagerisk.config.modelling import SelectionConfig
+from cagerisk.features.lasso import LassoSelector
+
 FEATURE_KINDS = ("radiomics", "deep")
 ICC_STEP = "icc"
 
 
 def build_selection_steps(
-    selection_cfg: DictConfig | Mapping[str, Any],
+    selection_cfg: SelectionConfig | DictConfig | Mapping[str, Any],
     kind: str,
     seed: int | None = None,
     only: Sequence[str] | None = None,
@@ -31,7 +35,9 @@ def build_selection_steps(
     the configured ICC filter comes first, so it sees the feature names and acts before the F-test.
     Estimators with a ``random_state`` left unset get ``seed``.
     """
-    if isinstance(selection_cfg, Mapping) and not isinstance(selection_cfg, DictConfig):
+    if is_dataclass(selection_cfg):
+        selection_cfg = OmegaConf.create(asdict(selection_cfg))
+    elif isinstance(selection_cfg, Mapping) and not isinstance(selection_cfg, DictConfig):
         selection_cfg = OmegaConf.create(dict(selection_cfg))
     if kind not in selection_cfg or selection_cfg[kind] is None:
         raise ValueError(f"selection config has no steps for feature kind {kind!r}; expected one of {FEATURE_KINDS}")
@@ -98,3 +104,24 @@ def selected_feature_names(model: Pipeline) -> list[str]:
     """Names of the features that reach the classifier of a fitted signature pipeline."""
     selection = model[:-1] if is_classifier(model.steps[-1][1]) else model
     return [str(name) for name in selection.get_feature_names_out()]
+
+
+def lasso_of(pipeline: Pipeline) -> tuple[LassoSelector, list[str]] | None:
+    """The fitted LASSO step of a signature pipeline and the names of its input features."""
+    for index, (_, step) in enumerate(pipeline.steps):
+        if isinstance(step, LassoSelector):
+            names = list(pipeline[:index].get_feature_names_out()) if index else list(pipeline.feature_names_in_)
+            return step, [str(n) for n in names]
+    return None
+
+
+def selected_features_table(pipeline: Pipeline) -> pd.DataFrame:
+    """Features reaching the classifier, with their LASSO coefficient when there is a LASSO step."""
+    names = [str(n) for n in pipeline[:-1].get_feature_names_out()]
+    frame = pd.DataFrame({"feature": names})
+    found = lasso_of(pipeline)
+    if found is not None:
+        lasso, inputs = found
+        coef = dict(zip(inputs, lasso.coef_, strict=False))
+        frame["lasso_coef"] = [float(coef.get(n, np.nan)) for n in names]
+    return frame

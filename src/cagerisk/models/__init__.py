@@ -1,7 +1,7 @@
-"""Classifier zoo with Optuna search, signatures, clinical model, combined model, fit-table.
+"""Classifier zoo with Optuna search, signatures, clinical model, combined model, nested CV of any table.
 
-Names are imported on first use (PEP 562) so that ``cagerisk fit-table`` does not pay for the
-statsmodels and plotting imports of the stages it does not run.
+Names are imported on first use (PEP 562) so that fit-table does not pay for the statsmodels
+and plotting imports of the models it does not fit.
 """
 
 from __future__ import annotations
@@ -13,15 +13,16 @@ _EXPORTS: dict[str, str] = {
     "analyse_clinical": "cagerisk.models.clinical",
     "clinical_preprocessor": "cagerisk.models.clinical",
     "CombinedModel": "cagerisk.models.served",
-    "run_combined_stage": "cagerisk.models.combined",
-    "run_fit_table": "cagerisk.models.fit_table",
+    "CombinedResult": "cagerisk.models.combined",
+    "fit_combined": "cagerisk.models.combined",
     "SearchResult": "cagerisk.models.search",
     "SearchSettings": "cagerisk.models.search",
     "open_study": "cagerisk.models.search",
     "search_classifier": "cagerisk.models.search",
     "SIGNATURES": "cagerisk.models.signatures",
+    "SignaturesResult": "cagerisk.models.signatures",
     "fit_signature": "cagerisk.models.signatures",
-    "run_signatures_stage": "cagerisk.models.signatures",
+    "fit_signatures": "cagerisk.models.signatures",
     "ClassifierSpec": "cagerisk.models.zoo",
     "load_zoo": "cagerisk.models.zoo",
 }

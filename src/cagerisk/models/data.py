@@ -41,7 +41,8 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     bad = frame.loc[~outcome.isin([0, 1]), ID].tolist()
     if bad:
         raise InputError(
-            f"{path}: {OUTCOME} must be 0 or 1; patient(s) {bad[:10]} have {frame.loc[~outcome.isin([0, 1]), OUTCOME].tolist()[:10]}"
+            f"{path}: {OUTCOME} must be 0 or 1; patient(s) {bad[:10]} have "
+            f"{frame.loc[~outcome.isin([0, 1]), OUTCOME].tolist()[:10]}"
         )
     frame[OUTCOME] = outcome.astype(int)
     bad_split = frame.loc[~frame["split"].isin(SPLITS), ID].tolist()

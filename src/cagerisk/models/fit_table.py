@@ -1,50 +1,39 @@
-"""``cagerisk fit-table``: selection and classifier search on any feature table, by nested CV.
+"""Selection and classifier search on any feature table, by nested CV (the fit-table command).
 
 Every fitted step (imputation, scaling, F-test, correlation pruning, LASSO, the classifier and its
 hyperparameter search) runs inside each outer training fold; the outer test fold only ever meets
 the finished pipeline. The estimate is therefore honest for a table from elsewhere, e.g. a CSV of
 PyRadiomics features with an id and a label column.
+
+Library code: :func:`fit_table` returns the summary and writes nothing; the ``fit-table`` stage
+(:mod:`cagerisk.stages.fit_table`) reads the table, logs the summary and prints it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import optuna
 import pandas as pd
-from omegaconf import DictConfig
-from scipy import stats
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import RepeatedStratifiedKFold
 from sklearn.pipeline import Pipeline
 
-from cagerisk.evaluation.metrics import delong_covariance
+from cagerisk.config.modelling import FitTableConfig, ModelConfig
+from cagerisk.evaluation.metrics import delong_covariance, delong_interval
 from cagerisk.features import selected_feature_names
 from cagerisk.models.data import InputError
 from cagerisk.models.intervals import corrected_cv_interval
 from cagerisk.models.search import SearchSettings, fixed_candidates, positive_proba, search_classifier
-from cagerisk.models.signatures import target_selection_steps, target_zoo
+from cagerisk.models.signatures import search_settings, target_selection_steps, target_zoo
 from cagerisk.models.zoo import load_zoo
-from cagerisk.tracking import stage_run
 
 log = logging.getLogger(__name__)
-
-FIT_TABLE_DEFAULTS: dict[str, Any] = {
-    "kind": "radiomics",
-    "outer_folds": 5,
-    "outer_repeats": 2,
-    "inner_folds": 5,
-    "n_trials": 30,
-    "include": None,
-    "final_fit": True,
-    "drop_prefixes": ["diagnostics_"],
-    "drop_columns": [],
-}
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -76,8 +65,8 @@ def prepare_table(
     id_col: str,
     label_col: str,
     positive_label: Any,
-    drop_prefixes=("diagnostics_",),
-    drop_columns=(),
+    drop_prefixes: Sequence[str],
+    drop_columns: Sequence[str],
     source: str = "table",
 ) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
     """(features indexed by id, 0/1 labels, dropped non-feature columns), with errors naming the field."""
@@ -120,36 +109,43 @@ def prepare_table(
     return features, positive.to_numpy().astype(int), dropped
 
 
-def fit_table_settings(cfg: DictConfig) -> dict[str, Any]:
-    settings = dict(FIT_TABLE_DEFAULTS)
-    settings.update({k: v for k, v in (cfg.get("fit_table") or {}).items()})
-    return settings
-
-
 # The signature whose sweep preset (classifiers, selection steps) a feature kind's table gets.
 KIND_TARGET = {"radiomics": "rad", "deep": "dl"}
 
 
-def table_zoo(cfg: DictConfig, ft: dict[str, Any]):
+def table_zoo(config: ModelConfig, ft: FitTableConfig):
     """``fit_table.include`` when set, else the sweep preset's list for the kind's signature."""
-    if ft["include"] is not None:
-        return load_zoo(cfg.classifier, include=list(ft["include"]))
-    return target_zoo(cfg, KIND_TARGET.get(str(ft["kind"]), "rad"))
+    if ft.include is not None:
+        return load_zoo(config.classifier, include=list(ft.include))
+    return target_zoo(config, KIND_TARGET.get(ft.kind, "rad"))
 
 
-def table_steps(cfg: DictConfig, ft: dict[str, Any]):
-    kind = str(ft["kind"])
-    return target_selection_steps(cfg, KIND_TARGET.get(kind, "rad"), kind)
+def table_steps(config: ModelConfig, ft: FitTableConfig):
+    return target_selection_steps(config, KIND_TARGET.get(ft.kind, "rad"), ft.kind)
 
 
-def fit_procedure(cfg: DictConfig, ft: dict[str, Any], name: str, X: pd.DataFrame, y: np.ndarray, settings: SearchSettings):
+def table_search_settings(config: ModelConfig, ft: FitTableConfig, **overrides: Any) -> SearchSettings:
+    """The inner search of one fit: ``fit_table.n_trials`` trials scored by ``fit_table.inner_folds``-fold CV,
+    in a throw-away in-memory study, no trial logged."""
+    values = {
+        "n_trials": ft.n_trials,
+        "timeout": None,
+        "cv_folds": ft.inner_folds,
+        "cv_repeats": 1,
+        "storage": None,  # one throw-away study per fit, in memory
+        "log_trials": False,
+    }
+    return search_settings(config, **{**values, **overrides})
+
+
+def fit_procedure(config: ModelConfig, ft: FitTableConfig, name: str, X: pd.DataFrame, y: np.ndarray, settings: SearchSettings):
     """The whole procedure on (X, y): a fitted pipeline and the classifier it chose.
 
     A single candidate with nothing to sample (the default) is fitted directly: an inner CV would
     only score it, and fit-table's estimate comes from the outer folds anyway.
     """
-    zoo = table_zoo(cfg, ft)
-    steps = table_steps(cfg, ft)
+    zoo = table_zoo(config, ft)
+    steps = table_steps(config, ft)
     if len(zoo) == 1 and fixed_candidates(zoo):
         spec = next(iter(zoo.values()))
         pipeline = Pipeline([*steps, ("classifier", spec.build(seed=settings.seed))]).fit(X, y)
@@ -158,31 +154,19 @@ def fit_procedure(cfg: DictConfig, ft: dict[str, Any], name: str, X: pd.DataFram
     return result.pipeline, result.best_classifier, result.best_params, result.cv_auc
 
 
-def nested_cv(cfg: DictConfig, X: pd.DataFrame, y: np.ndarray) -> dict[str, Any]:
+def nested_cv(config: ModelConfig, ft: FitTableConfig, X: pd.DataFrame, y: np.ndarray) -> dict[str, Any]:
     """Outer repeated stratified folds; inside each, the whole selection + classifier search."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    ft = fit_table_settings(cfg)
-    seed = int(cfg.seed)
-    inner = SearchSettings.from_config(
-        cfg.sweep,
-        seed,
-        n_trials=int(ft["n_trials"]),
-        timeout=None,
-        cv_folds=int(ft["inner_folds"]),
-        cv_repeats=1,
-        storage=None,  # one throw-away study per outer fold, in memory
-        fit_best=True,
-        log_trials=False,
-    )
+    inner = table_search_settings(config, ft, fit_best=True)
     n_minority = int(min(y.sum(), len(y) - y.sum()))
-    outer_folds = max(2, min(int(ft["outer_folds"]), n_minority))
-    outer = RepeatedStratifiedKFold(n_splits=outer_folds, n_repeats=int(ft["outer_repeats"]), random_state=seed)
-    oof = np.full((int(ft["outer_repeats"]), len(y)), np.nan)
+    outer_folds = max(2, min(ft.outer_folds, n_minority))
+    outer = RepeatedStratifiedKFold(n_splits=outer_folds, n_repeats=ft.outer_repeats, random_state=config.seed)
+    oof = np.full((ft.outer_repeats, len(y)), np.nan)
     fold_aucs, chosen, counts = [], Counter(), Counter()
     train_sizes, test_sizes = [], []
     for i, (train, test) in enumerate(outer.split(np.zeros(len(y)), y)):
         repeat = i // outer_folds
-        pipeline, classifier, _, _ = fit_procedure(cfg, ft, f"outer-{i}", X.iloc[train], y[train], inner)
+        pipeline, classifier, _, _ = fit_procedure(config, ft, f"outer-{i}", X.iloc[train], y[train], inner)
         prob = positive_proba(pipeline, X.iloc[test])
         oof[repeat, test] = prob
         if len(np.unique(y[test])) == 2:
@@ -194,10 +178,25 @@ def nested_cv(cfg: DictConfig, X: pd.DataFrame, y: np.ndarray) -> dict[str, Any]
         log.info(
             "outer fold %d/%d: %s, fold AUC %s",
             i + 1,
-            outer_folds * int(ft["outer_repeats"]),
+            outer_folds * ft.outer_repeats,
             classifier,
             f"{fold_aucs[-1]:.3f}" if fold_aucs else "n/a",
         )
+    return {
+        **_outer_estimates(y, oof, fold_aucs, float(np.mean(train_sizes)) if train_sizes else 0.0, test_sizes, outer_folds),
+        "outer_folds": outer_folds,
+        "outer_repeats": ft.outer_repeats,
+        "inner_folds": ft.inner_folds,
+        "n_trials_per_fold": ft.n_trials,
+        "classifier_votes": dict(chosen.most_common()),
+        "selection_frequency": {name: round(k / (outer_folds * ft.outer_repeats), 3) for name, k in counts.most_common(30)},
+    }
+
+
+def _outer_estimates(
+    y: np.ndarray, oof: np.ndarray, fold_aucs: list[float], mean_train: float, test_sizes: list[int], outer_folds: int
+) -> dict[str, Any]:
+    """The AUC estimate and its interval from the outer folds, and the pooled out-of-fold AUC beside it."""
     aucs, variances = [], []
     for row in oof:
         auc, cov = delong_covariance(y, row)
@@ -206,12 +205,10 @@ def nested_cv(cfg: DictConfig, X: pd.DataFrame, y: np.ndarray) -> dict[str, Any]
     auc = float(np.mean(aucs))
     # DeLong on pooled out-of-fold scores, kept for comparison only: it treats the fold models as one
     # fixed model and under-covers (about 0.82 at nominal 0.95, benchmarks/ci_coverage.py).
-    delong_se = float(np.sqrt(np.mean(variances)))
-    z = stats.norm.ppf(0.975)
-    n_outer = outer_folds * int(ft["outer_repeats"])
+    pooled = delong_interval(auc, float(np.sqrt(np.mean(variances))))
     if len(fold_aucs) >= 2:
         centre, low, high, se = corrected_cv_interval(
-            fold_aucs, float(np.mean(train_sizes)), float(np.mean(test_sizes)), folds_per_repeat=outer_folds
+            fold_aucs, mean_train, float(np.mean(test_sizes)), folds_per_repeat=outer_folds
         )
     else:
         centre, low, high, se = auc, float("nan"), float("nan"), float("nan")
@@ -226,67 +223,29 @@ def nested_cv(cfg: DictConfig, X: pd.DataFrame, y: np.ndarray) -> dict[str, Any]
         # AUC of the pooled out-of-fold scores (mean over repeats), as radMLBench's README reports it,
         # and DeLong's interval on them (under-covers: it ignores the fold models' variability)
         "auc_pooled": auc,
-        "auc_pooled_delong_ci_low": max(0.0, auc - z * delong_se),
-        "auc_pooled_delong_ci_high": min(1.0, auc + z * delong_se),
+        "auc_pooled_delong_ci_low": pooled.low,
+        "auc_pooled_delong_ci_high": pooled.high,
         "auc_per_repeat": aucs,
         "fold_auc_mean": float(np.mean(fold_aucs)) if fold_aucs else None,
         "fold_auc_sd": float(np.std(fold_aucs, ddof=1)) if len(fold_aucs) > 1 else None,
-        "outer_folds": outer_folds,
-        "outer_repeats": int(ft["outer_repeats"]),
-        "inner_folds": int(ft["inner_folds"]),
-        "n_trials_per_fold": int(ft["n_trials"]),
-        "classifier_votes": dict(chosen.most_common()),
-        "selection_frequency": {name: round(k / n_outer, 3) for name, k in counts.most_common(30)},
     }
 
 
-def run_fit_table(cfg: DictConfig) -> dict[str, Any]:
-    """Read ``cfg.table``, run nested CV (and a final fit on all rows); return the summary dict."""
-    if cfg.get("table") in (None, "", "???"):
-        raise InputError("fit-table needs table=PATH (a CSV or Parquet feature table)")
-    ft = fit_table_settings(cfg)
-    source = str(cfg.table)
-    X, y, dropped = prepare_table(
-        read_table(source),
-        str(cfg.id_col),
-        str(cfg.label_col),
-        cfg.positive_label,
-        ft["drop_prefixes"],
-        ft["drop_columns"],
-        source,
-    )
-    log.info("%s: %d rows (%d positive), %d feature columns", source, len(y), int(y.sum()), X.shape[1])
-    summary: dict[str, Any] = {
-        "table": source,
-        "n": int(len(y)),
-        "n_positive": int(y.sum()),
-        "n_features_in": int(X.shape[1]),
-        "n_columns_dropped": len(dropped),
-    }
-    with stage_run(cfg, "fit-table") as run:
-        summary.update(nested_cv(cfg, X, y))
-        if ft["final_fit"]:
-            # The model one would deploy: the same procedure on every row.
-            seed = int(cfg.seed)
-            settings = SearchSettings.from_config(
-                cfg.sweep,
-                seed,
-                n_trials=int(ft["n_trials"]),
-                timeout=None,
-                cv_folds=int(ft["inner_folds"]),
-                cv_repeats=1,
-                storage=None,
-                log_trials=False,
-            )
-            pipeline, classifier, params, cv_auc = fit_procedure(cfg, ft, "final", X, y, settings)
-            summary["selected_features"] = selected_feature_names(pipeline)
-            summary["best_classifier"] = classifier
-            summary["best_params"] = params
-            summary["final_cv_auc"] = cv_auc
-        else:
-            summary["selected_features"] = [n for n, f in summary["selection_frequency"].items() if f >= 0.5]
-            summary["best_classifier"] = next(iter(summary["classifier_votes"]))
-        if run is not None:
-            mlflow.log_metrics({k: float(summary[k]) for k in ("auc", "auc_ci_low", "auc_ci_high", "n", "n_features_in")})
-            mlflow.log_dict(summary, "fit_table.json")
+def fit_table(config: ModelConfig, ft: FitTableConfig, X: pd.DataFrame, y: np.ndarray) -> dict[str, Any]:
+    """Nested CV of the whole procedure on (X, y) and, with ``fit_table.final_fit``, the procedure on every row.
+
+    Returns the summary: the estimate and its interval, the classifiers the outer folds chose, how often
+    each feature was selected, and the final (or most-voted) classifier and selected features.
+    """
+    summary = nested_cv(config, ft, X, y)
+    if ft.final_fit:
+        # The model one would deploy: the same procedure on every row.
+        pipeline, classifier, params, cv_auc = fit_procedure(config, ft, "final", X, y, table_search_settings(config, ft))
+        summary["selected_features"] = selected_feature_names(pipeline)
+        summary["best_classifier"] = classifier
+        summary["best_params"] = params
+        summary["final_cv_auc"] = cv_auc
+    else:
+        summary["selected_features"] = [n for n, f in summary["selection_frequency"].items() if f >= 0.5]
+        summary["best_classifier"] = next(iter(summary["classifier_votes"]))
     return summary

@@ -11,11 +11,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-import sys
 import time
 import warnings
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ import numpy as np
 import optuna
 import pandas as pd
 import sqlalchemy
-from omegaconf import DictConfig
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 from sklearn.base import BaseEstimator, clone
@@ -34,6 +32,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import RepeatedStratifiedKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
+from cagerisk.config.modelling import SweepConfig
 from cagerisk.models.served import positive_proba  # noqa: F401 (re-exported)
 from cagerisk.models.zoo import CLASSIFIER_PARAM, ClassifierSpec, params_of_trial, suggest_classifier
 
@@ -45,53 +44,55 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """How one search runs; built from the ``sweep`` config by :meth:`from_config`."""
+    """How one search runs: the ``sweep`` config's values (:meth:`from_sweep`) and the seed.
 
-    n_trials: int | None = 60
-    timeout: float | None = None
-    cv_folds: int = 10
-    cv_repeats: int = 1
-    storage: str | None = None
-    study_name: str = "cagerisk"
-    seed: int = 0
-    worker: int = 0
-    pruner: str | None = "median"
-    pruner_startup_trials: int = 10
-    sampler_startup_trials: int = 10
-    sqlite_timeout: float = 120.0
-    fit_best: bool = True
-    log_trials: bool = True
+    No field has a default: the values live in ``conf/sweep/*.yaml`` only.
+    """
+
+    n_trials: int | None
+    timeout: float | None
+    cv_folds: int
+    cv_repeats: int
+    storage: str | None
+    study_name: str
+    seed: int
+    worker: int
+    pruner: str | None
+    pruner_startup_trials: int
+    sampler_startup_trials: int
+    sqlite_timeout: float
+    fit_best: bool
+    log_trials: bool
     # A trial fails when more than this share of its validation probabilities lie within 1e-6 of 0 or 1
     # (naive Bayes, pure tree leaves): such a signature cannot be calibrated or thresholded. None: off.
-    max_degenerate_share: float | None = 0.1
+    max_degenerate_share: float | None
+
+    def __post_init__(self) -> None:
+        if self.n_trials is None and self.timeout is None:
+            raise ValueError("sweep.n_trials and sweep.timeout are both null: the search would never stop")
 
     @classmethod
-    def from_config(cls, sweep: DictConfig | Mapping[str, Any], seed: int, **overrides: Any) -> SearchSettings:
+    def from_sweep(cls, sweep: SweepConfig, seed: int, **overrides: Any) -> SearchSettings:
+        """The settings of ``sweep`` (typed ``conf/sweep``) with ``seed``; ``overrides`` replace fields."""
         values = {
-            "n_trials": sweep.get("n_trials"),
-            "timeout": sweep.get("timeout"),
-            "cv_folds": int(sweep.get("cv_folds", 10)),
-            "cv_repeats": int(sweep.get("cv_repeats", 1)),
-            "storage": sweep.get("storage"),
-            "study_name": str(sweep.get("study_name", "cagerisk")),
-            "seed": int(seed),
-            "worker": int(sweep.get("worker", 0)),
-            "pruner": sweep.get("pruner"),
-            "pruner_startup_trials": int(sweep.get("pruner_startup_trials", 10)),
-            "sampler_startup_trials": int(sweep.get("sampler_startup_trials", 10)),
-            "sqlite_timeout": float(sweep.get("sqlite_timeout", 120)),
-            "fit_best": bool(sweep.get("fit_best", True)),
-            "log_trials": bool(sweep.get("log_trials", True)),
-            "max_degenerate_share": _optional_float(sweep.get("max_degenerate_share", 0.1)),
+            "n_trials": sweep.n_trials,
+            "timeout": sweep.timeout,
+            "cv_folds": sweep.cv_folds,
+            "cv_repeats": sweep.cv_repeats,
+            "storage": sweep.storage,
+            "study_name": sweep.study_name,
+            "seed": seed,
+            "worker": sweep.worker,
+            "pruner": sweep.pruner,
+            "pruner_startup_trials": sweep.pruner_startup_trials,
+            "sampler_startup_trials": sweep.sampler_startup_trials,
+            "sqlite_timeout": sweep.sqlite_timeout,
+            "fit_best": sweep.fit_best,
+            "log_trials": sweep.log_trials,
+            "max_degenerate_share": sweep.max_degenerate_share,
         }
         values.update(overrides)
-        if values["n_trials"] is None and values["timeout"] is None:
-            raise ValueError("sweep.n_trials and sweep.timeout are both null: the search would never stop")
         return cls(**values)
-
-
-def _optional_float(value: Any) -> float | None:
-    return None if value in (None, "none", "null") else float(value)
 
 
 DEGENERATE_EPS = 1e-6
@@ -106,6 +107,23 @@ def degenerate_share(proba: np.ndarray) -> float:
 def fixed_candidates(zoo: Mapping[str, ClassifierSpec]) -> bool:
     """True when no candidate has hyperparameters to sample: the search is one trial per candidate."""
     return all(not spec.space for spec in zoo.values())
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One finished trial of this process, as a tracker records it."""
+
+    target: str
+    study_name: str
+    number: int
+    classifier: str
+    params: dict[str, Any]
+    fold_aucs: list[float]  # the folds scored before it completed, was pruned or failed
+    state: str  # COMPLETE, PRUNED or FAIL
+    seconds: float
+
+
+TrialLogger = Callable[[TrialRecord], None]
 
 
 @dataclass
@@ -330,12 +348,14 @@ def search_classifier(
     zoo: Mapping[str, ClassifierSpec],
     settings: SearchSettings,
     final_params: Mapping[str, Any] | None = None,
+    on_trial: TrialLogger | None = None,
 ) -> SearchResult:
     """Search the zoo for ``target`` on (X, y); optionally fit the best pipeline on all of (X, y).
 
     Trials this process adds are appended to the shared study; the best trial is chosen among all
     completed trials in storage (every process's). ``final_params`` are set on the final pipeline
-    only (e.g. ``{"lasso__store_path": True}`` for the LASSO figure).
+    only (e.g. ``{"lasso__store_path": True}`` for the LASSO figure). ``on_trial`` receives each trial this
+    process runs when ``settings.log_trials`` is set (the stages pass MLflow's nested-run logger).
     """
     y = np.asarray(y).astype(int)
     if not set(np.unique(y)) <= {0, 1}:
@@ -347,49 +367,19 @@ def search_classifier(
     folds = fit_selection_folds(steps, X, y, splits)
     log.info("%s: selection fitted on %d CV folds in %.1f s", target, len(folds), time.perf_counter() - started)
 
-    fingerprint = study_fingerprint(target, X, y, steps, zoo, settings)
-    study_name = f"{settings.study_name}-{target}-{fingerprint}"
-    sampler_seed = settings.seed + 1009 * settings.worker + zlib.crc32(target.encode()) % 1000
-    study = open_study(
-        study_name,
-        settings.storage,
-        seed=sampler_seed,
-        sampler_startup_trials=settings.sampler_startup_trials,
-        pruner=settings.pruner,
-        pruner_startup_trials=settings.pruner_startup_trials,
-        n_folds=len(folds),
-        sqlite_timeout=settings.sqlite_timeout,
-    )
-    study.set_user_attr("target", target)
-    study.set_user_attr("n_patients", int(len(y)))
-    study.set_user_attr("n_features_in", int(X.shape[1]))
-    objective = _Objective(target, study_name, zoo, folds, settings)
-    # n_trials is the study's budget, shared by every process on it: each stops once the study holds
-    # that many finished trials, and a rerun on the same data adds none (same best trial, same outputs).
-    finished = len(study.get_trials(deepcopy=False, states=FINISHED))
-    remaining = None if settings.n_trials is None else max(0, int(settings.n_trials) - finished)
-    if fixed_candidates(zoo):
-        # Nothing to sample: each candidate once is the whole search (a second trial would repeat one).
-        tried = {t.params.get(CLASSIFIER_PARAM) for t in study.get_trials(deepcopy=False, states=FINISHED)}
-        untried = [name for name in zoo if name not in tried]
-        for name in untried:
-            study.enqueue_trial({CLASSIFIER_PARAM: name})
-        remaining = len(untried) if remaining is None else min(remaining, len(untried))
-    if remaining is None or remaining > 0:
-        callbacks = [] if settings.n_trials is None else [MaxTrialsCallback(int(settings.n_trials), states=FINISHED)]
-        study.optimize(objective, n_trials=remaining, timeout=settings.timeout, callbacks=callbacks, catch=(Exception,))
-    else:
-        log.info("%s: study %s already has %d finished trials; none added", target, study_name, finished)
+    study = _open_target_study(target, X, y, steps, zoo, settings, n_folds=len(folds))
+    objective = _Objective(target, study.study_name, zoo, folds, settings, on_trial)
+    _add_trials(study, objective, zoo, settings, target)
     trials = study.trials
     completed = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not completed:
         errors = sorted({str(t.user_attrs.get("error")) for t in trials if t.user_attrs.get("error")})
-        raise RuntimeError(f"{target}: study {study_name!r} has no completed trial; errors: {errors[:3]}")
+        raise RuntimeError(f"{target}: study {study.study_name!r} has no completed trial; errors: {errors[:3]}")
     best = study.best_trial
     clf_name, params = params_of_trial(best.params)
     result = SearchResult(
         target=target,
-        study_name=study_name,
+        study_name=study.study_name,
         best_classifier=clf_name,
         best_params=params,
         cv_auc=float(best.value),
@@ -417,15 +407,75 @@ def search_classifier(
     return result
 
 
-class _Objective:
-    """Mean fold AUC of one sampled classifier on the pre-fitted folds; a nested MLflow run per trial."""
+def _open_target_study(
+    target: str,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    steps: Steps,
+    zoo: Mapping[str, ClassifierSpec],
+    settings: SearchSettings,
+    n_folds: int,
+) -> optuna.Study:
+    """The shared study of ``target`` on this data and set-up (named by its fingerprint)."""
+    fingerprint = study_fingerprint(target, X, y, steps, zoo, settings)
+    study_name = f"{settings.study_name}-{target}-{fingerprint}"
+    sampler_seed = settings.seed + 1009 * settings.worker + zlib.crc32(target.encode()) % 1000
+    study = open_study(
+        study_name,
+        settings.storage,
+        seed=sampler_seed,
+        sampler_startup_trials=settings.sampler_startup_trials,
+        pruner=settings.pruner,
+        pruner_startup_trials=settings.pruner_startup_trials,
+        n_folds=n_folds,
+        sqlite_timeout=settings.sqlite_timeout,
+    )
+    study.set_user_attr("target", target)
+    study.set_user_attr("n_patients", int(len(y)))
+    study.set_user_attr("n_features_in", int(X.shape[1]))
+    return study
 
-    def __init__(self, target: str, study_name: str, zoo, folds: Sequence[CVFold], settings: SearchSettings):
+
+def _add_trials(
+    study: optuna.Study, objective: _Objective, zoo: Mapping[str, ClassifierSpec], settings: SearchSettings, target: str
+) -> None:
+    """Run this process's share of the study's trial budget."""
+    # n_trials is the study's budget, shared by every process on it: each stops once the study holds
+    # that many finished trials, and a rerun on the same data adds none (same best trial, same outputs).
+    finished = len(study.get_trials(deepcopy=False, states=FINISHED))
+    remaining = None if settings.n_trials is None else max(0, int(settings.n_trials) - finished)
+    if fixed_candidates(zoo):
+        # Nothing to sample: each candidate once is the whole search (a second trial would repeat one).
+        tried = {t.params.get(CLASSIFIER_PARAM) for t in study.get_trials(deepcopy=False, states=FINISHED)}
+        untried = [name for name in zoo if name not in tried]
+        for name in untried:
+            study.enqueue_trial({CLASSIFIER_PARAM: name})
+        remaining = len(untried) if remaining is None else min(remaining, len(untried))
+    if remaining is None or remaining > 0:
+        callbacks = [] if settings.n_trials is None else [MaxTrialsCallback(int(settings.n_trials), states=FINISHED)]
+        study.optimize(objective, n_trials=remaining, timeout=settings.timeout, callbacks=callbacks, catch=(Exception,))
+    else:
+        log.info("%s: study %s already has %d finished trials; none added", target, study.study_name, finished)
+
+
+class _Objective:
+    """Mean fold AUC of one sampled classifier on the pre-fitted folds; each trial goes to ``on_trial``."""
+
+    def __init__(
+        self,
+        target: str,
+        study_name: str,
+        zoo,
+        folds: Sequence[CVFold],
+        settings: SearchSettings,
+        on_trial: TrialLogger | None = None,
+    ):
         self.target = target
         self.study_name = study_name
         self.zoo = zoo
         self.folds = folds
         self.settings = settings
+        self.on_trial = on_trial
         self.n_calls = 0  # trials run by this process (others may share the study)
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -469,30 +519,12 @@ class _Objective:
             raise
         finally:
             seconds = time.perf_counter() - started
-            # No MLflow import here: a run can only be active if the caller already imported it.
-            mlflow = sys.modules.get("mlflow")
-            if self.settings.log_trials and mlflow is not None and mlflow.active_run() is not None:
-                self._log_trial(mlflow, trial, name, params, aucs, state, seconds)
-
-    def _log_trial(self, mlflow, trial, name, params, aucs, state, seconds) -> None:
-        try:
-            parent = mlflow.active_run()
-            with mlflow.start_run(
-                # The parent's experiment: start_run would otherwise use the default experiment.
-                experiment_id=parent.info.experiment_id,
-                run_name=f"{self.target}-trial-{trial.number}",
-                nested=True,
-                tags={"cagerisk.target": self.target, "optuna.study": self.study_name, "optuna.state": state},
-            ):
-                mlflow.log_params(
-                    {CLASSIFIER_PARAM: name, **{f"{name}.{k}": v for k, v in params.items()}, "trial": trial.number}
-                )
-                metrics = {"seconds": seconds, "folds_scored": len(aucs)}
-                if aucs:
-                    metrics.update(cv_auc=float(np.mean(aucs)), cv_auc_std=float(np.std(aucs)))
-                mlflow.log_metrics(metrics)
-        except Exception as error:  # noqa: BLE001 - tracking must not stop a search
-            log.warning("could not log trial %d of %s to MLflow: %s", trial.number, self.target, error)
+            if self.settings.log_trials and self.on_trial is not None:
+                record = TrialRecord(self.target, self.study_name, trial.number, name, dict(params), list(aucs), state, seconds)
+                try:
+                    self.on_trial(record)
+                except Exception as error:  # noqa: BLE001 - tracking must not stop a search
+                    log.warning("could not log trial %d of %s: %s", trial.number, self.target, error)
 
 
 def _trials_frame(study: optuna.Study) -> pd.DataFrame:

@@ -3,31 +3,30 @@
 Each signature is one scikit-learn Pipeline (selection steps, then the classifier chosen by the
 Optuna search) fitted on the training split only. Its training-split scores are out-of-fold, so
 the combined model downstream never learns from in-sample signature probabilities.
+
+Library code: :func:`fit_signatures` returns a :class:`SignaturesResult` and writes nothing; the
+``signatures`` stage (:mod:`cagerisk.stages.signatures`) writes and logs it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-import joblib
-import mlflow
 import numpy as np
 import optuna
 import pandas as pd
-from omegaconf import DictConfig
+from sklearn.base import BaseEstimator
 from sklearn.metrics import roc_auc_score
-from sklearn.pipeline import Pipeline
 
 from cagerisk.cohort.schema import ID, OUTCOME
-from cagerisk.features import LassoSelector, build_selection_steps, selection_report
-from cagerisk.models.data import common_patients, read_feature_table, read_manifest
-from cagerisk.models.search import SearchResult, SearchSettings, positive_proba, search_classifier
-from cagerisk.models.zoo import load_zoo
-from cagerisk.tracking import stage_run
+from cagerisk.config.modelling import ModelConfig
+from cagerisk.features import LassoSelector, build_selection_steps, selected_features_table, selection_report
+from cagerisk.models.data import common_patients
+from cagerisk.models.search import SearchResult, SearchSettings, TrialLogger, positive_proba, search_classifier
+from cagerisk.models.zoo import ClassifierSpec, load_zoo
 
 log = logging.getLogger(__name__)
 
@@ -47,19 +46,20 @@ SIGNATURES: tuple[SignatureKind, ...] = (
 SCORES_FILE = "scores.parquet"
 
 
-def search_settings(cfg: DictConfig, **overrides: Any) -> SearchSettings:
-    return SearchSettings.from_config(cfg.sweep, int(cfg.seed), **overrides)
+def search_settings(config: ModelConfig, **overrides: Any) -> SearchSettings:
+    """The sweep preset's search settings with the run's seed; ``overrides`` replace fields."""
+    return SearchSettings.from_sweep(config.sweep, config.seed, **overrides)
 
 
-def target_zoo(cfg: DictConfig, target: str):
+def target_zoo(config: ModelConfig, target: str) -> dict[str, ClassifierSpec]:
     """The classifiers searched for ``target``: ``sweep.include.<target>`` within ``classifier.include``
     (each null = no restriction; both set = the candidates in both, in the target list's order).
 
     When the two share nothing, the explicit ``classifier.include`` wins (with a warning): it is what
     the user typed, the target list is the preset's default (e.g. ``classifier.include=[lr]`` for a
-    quick run under the default preset, whose Rad-sign list is ``[vote]``)."""
-    include = (cfg.sweep.get("include") or {}).get(target)
-    everywhere = cfg.classifier.get("include")
+    quick run under the default preset, whose Rad-sign list is ``[stack]``)."""
+    include = config.sweep.include.get(target)
+    everywhere = config.classifier.include
     if include is not None and everywhere is not None:
         both = [name for name in include if name in set(everywhere)]
         if not both:
@@ -71,118 +71,104 @@ def target_zoo(cfg: DictConfig, target: str):
             )
             both = list(everywhere)
         include = both
-    return load_zoo(cfg.classifier, include=list(include) if include is not None else None)
+    return load_zoo(config.classifier, include=list(include) if include is not None else None)
 
 
-def target_selection_steps(cfg: DictConfig, target: str, feature_kind: str):
+def target_selection_steps(config: ModelConfig, target: str, feature_kind: str) -> list[tuple[str, BaseEstimator]]:
     """The selection steps of ``target``: ``selection.<feature_kind>``, narrowed to
     ``sweep.selection_steps.<target>`` when the sweep preset names some (null = every step)."""
-    only = (cfg.sweep.get("selection_steps") or {}).get(target)
-    return build_selection_steps(cfg.selection, feature_kind, seed=int(cfg.seed), only=list(only) if only is not None else None)
+    only = config.sweep.selection_steps.get(target)
+    return build_selection_steps(config.selection, feature_kind, seed=config.seed, only=list(only) if only is not None else None)
 
 
-def fit_signature(cfg: DictConfig, kind: SignatureKind, X_train: pd.DataFrame, y_train: np.ndarray) -> SearchResult:
+def fit_signature(
+    config: ModelConfig,
+    kind: SignatureKind,
+    X_train: pd.DataFrame,
+    y_train: np.ndarray,
+    on_trial: TrialLogger | None = None,
+) -> SearchResult:
     """Search classifier and hyperparameters for one signature; fit the best pipeline on (X_train, y_train)."""
-    steps = target_selection_steps(cfg, kind.target, kind.feature_kind)
+    steps = target_selection_steps(config, kind.target, kind.feature_kind)
     final = {f"{name}__store_path": True for name, step in steps if isinstance(step, LassoSelector)}
-    return search_classifier(kind.target, X_train, y_train, steps, target_zoo(cfg, kind.target), search_settings(cfg), final)
+    zoo = target_zoo(config, kind.target)
+    return search_classifier(kind.target, X_train, y_train, steps, zoo, search_settings(config), final, on_trial)
 
 
-def lasso_of(pipeline: Pipeline) -> tuple[LassoSelector, list[str]] | None:
-    """The fitted LASSO step of a signature pipeline and the names of its input features."""
-    for index, (_, step) in enumerate(pipeline.steps):
-        if isinstance(step, LassoSelector):
-            names = list(pipeline[:index].get_feature_names_out()) if index else list(pipeline.feature_names_in_)
-            return step, [str(n) for n in names]
-    return None
+@dataclass
+class SignatureFit:
+    """One signature's search and, when the sweep fits the best pipeline, its tables."""
+
+    kind: SignatureKind
+    search: SearchResult
+    entry: dict[str, Any]  # its part of summary.json
+    selection: pd.DataFrame | None = None  # what each selection step removed
+    features: pd.DataFrame | None = None  # features reaching the classifier (LASSO coefficients)
 
 
-def selected_features_table(pipeline: Pipeline) -> pd.DataFrame:
-    """Features reaching the classifier, with their LASSO coefficient when there is a LASSO step."""
-    names = [str(n) for n in pipeline[:-1].get_feature_names_out()]
-    frame = pd.DataFrame({"feature": names})
-    found = lasso_of(pipeline)
-    if found is not None:
-        lasso, inputs = found
-        coef = dict(zip(inputs, lasso.coef_, strict=False))
-        frame["lasso_coef"] = [float(coef.get(n, np.nan)) for n in names]
-    return frame
+@dataclass
+class SignaturesResult:
+    """Both signatures; ``scores`` (training out-of-fold, held-out by the fitted pipeline) when fitted."""
+
+    summary: dict[str, Any]
+    fits: list[SignatureFit] = field(default_factory=list)
+    scores: pd.DataFrame | None = None
+
+    @property
+    def fitted(self) -> bool:
+        return self.scores is not None
 
 
-def run_signatures_stage(cfg: DictConfig) -> dict[str, Any]:
-    """Stage ``signatures``: search, fit and score Rad-sign and DL-sign; write them under paths.models."""
+def fit_signatures(
+    config: ModelConfig,
+    manifest: pd.DataFrame,
+    tables: Mapping[str, pd.DataFrame],
+    on_trial: TrialLogger | None = None,
+) -> SignaturesResult:
+    """Search, fit and score every signature of ``SIGNATURES`` on the training split.
+
+    ``tables`` maps a signature's target (``rad``, ``dl``) to its feature table, indexed by patient;
+    ``on_trial`` receives every search trial (see :func:`cagerisk.models.search.search_classifier`).
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    out = Path(cfg.paths.models) / "signatures"
-    manifest = read_manifest(Path(cfg.paths.cohort) / "manifest.csv")
-    tables = {
-        kind.target: read_feature_table(Path(cfg.paths.features) / kind.table, f"{kind.feature_kind} table")
-        for kind in SIGNATURES
-    }
     patients = common_patients(manifest, {k.feature_kind: tables[k.target] for k in SIGNATURES})
     cohort = manifest.loc[patients]
     train = (cohort["split"] == "train").to_numpy()
+    val = (cohort["split"] == "val").to_numpy()
     y = cohort[OUTCOME].to_numpy(dtype=int)
-    settings = search_settings(cfg)
-    summary: dict[str, Any] = {"n_patients": int(len(patients)), "n_train": int(train.sum()), "signatures": {}}
+    fit_best = search_settings(config).fit_best
+    result = SignaturesResult(summary={"n_patients": int(len(patients)), "n_train": int(train.sum()), "signatures": {}})
     scores = cohort[[ID, "split", OUTCOME]].reset_index(drop=True)
-    with stage_run(cfg, "signatures") as run:
-        for kind in SIGNATURES:
-            X = tables[kind.target].loc[patients]
-            log.info("%s: %d training patients, %d features", kind.column, int(train.sum()), X.shape[1])
-            result = fit_signature(cfg, kind, X.loc[train], y[train])
-            entry = {**result.summary(), "n_features_in": int(X.shape[1])}
-            if run is not None:
-                mlflow.log_metrics({f"{kind.target}_cv_auc": result.cv_auc, f"{kind.target}_n_trials": result.n_trials_total})
-            if not settings.fit_best:
-                summary["signatures"][kind.target] = entry
-                continue
-            out.mkdir(parents=True, exist_ok=True)
-            prob = np.empty(len(y))
-            prob[train] = result.oof_proba
-            prob[~train] = positive_proba(result.pipeline, X.loc[~train])
-            scores[kind.column] = prob
-            report = selection_report(result.pipeline)
-            features = selected_features_table(result.pipeline)
-            entry["selection"] = report.to_dict(orient="records")
-            entry["selected_features"] = features["feature"].tolist()
-            entry["oof_auc_train"] = float(roc_auc_score(y[train], result.oof_proba))
-            # Validation only: the test split's metrics are the evaluate stage's, computed once.
-            val = (cohort["split"] == "val").to_numpy()
-            if len(np.unique(y[val])) == 2:
-                entry["auc_val"] = float(roc_auc_score(y[val], prob[val]))
-            summary["signatures"][kind.target] = entry
-            joblib.dump(result.pipeline, out / f"{kind.target}_pipeline.joblib")
-            report.to_csv(out / f"{kind.target}_selection.csv", index=False)
-            features.to_csv(out / f"{kind.target}_features.csv", index=False)
-            result.trials.to_csv(out / f"{kind.target}_trials.csv", index=False)
-            log.info(
-                "%s: %s, %d features selected; CV AUC %.3f, OOF train AUC %.3f, val AUC %s",
-                kind.column,
-                result.best_classifier,
-                len(entry["selected_features"]),
-                result.cv_auc,
-                entry["oof_auc_train"],
-                f"{entry['auc_val']:.3f}" if "auc_val" in entry else "n/a",
-            )
-            if run is not None:
-                mlflow.log_metrics(
-                    {
-                        f"{kind.target}_n_selected": len(entry["selected_features"]),
-                        f"{kind.target}_oof_auc_train": entry["oof_auc_train"],
-                        **({f"{kind.target}_auc_val": entry["auc_val"]} if "auc_val" in entry else {}),
-                    }
-                )
-                for step in report.itertuples():
-                    mlflow.log_metric(f"{kind.target}_removed_{step.step}", float(step.n_removed or 0))
-        if settings.fit_best:
-            scores.to_parquet(out / SCORES_FILE, index=False)
-            (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
-            if run is not None:
-                mlflow.log_artifacts(str(out), artifact_path="signatures")
-    return summary
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    return str(value)
+    for kind in SIGNATURES:
+        X = tables[kind.target].loc[patients]
+        log.info("%s: %d training patients, %d features", kind.column, int(train.sum()), X.shape[1])
+        search = fit_signature(config, kind, X.loc[train], y[train], on_trial)
+        fit = SignatureFit(kind, search, {**search.summary(), "n_features_in": int(X.shape[1])})
+        result.fits.append(fit)
+        result.summary["signatures"][kind.target] = fit.entry
+        if not fit_best:
+            continue
+        prob = np.empty(len(y))
+        prob[train] = search.oof_proba
+        prob[~train] = positive_proba(search.pipeline, X.loc[~train])
+        scores[kind.column] = prob
+        fit.selection = selection_report(search.pipeline)
+        fit.features = selected_features_table(search.pipeline)
+        fit.entry["selection"] = fit.selection.to_dict(orient="records")
+        fit.entry["selected_features"] = fit.features["feature"].tolist()
+        fit.entry["oof_auc_train"] = float(roc_auc_score(y[train], search.oof_proba))
+        # Validation only: the test split's metrics are the evaluate stage's, computed once.
+        if len(np.unique(y[val])) == 2:
+            fit.entry["auc_val"] = float(roc_auc_score(y[val], prob[val]))
+        log.info(
+            "%s: %s, %d features selected; CV AUC %.3f, OOF train AUC %.3f, val AUC %s",
+            kind.column,
+            search.best_classifier,
+            len(fit.entry["selected_features"]),
+            search.cv_auc,
+            fit.entry["oof_auc_train"],
+            f"{fit.entry['auc_val']:.3f}" if "auc_val" in fit.entry else "n/a",
+        )
+    if fit_best:
+        result.scores = scores
+    return result

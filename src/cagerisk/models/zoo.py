@@ -8,13 +8,15 @@ candidate) and ``<name>.<parameter>`` so that every candidate keeps its own dist
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any
 
 import optuna
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from sklearn.base import BaseEstimator
+
+from cagerisk.config.modelling import ClassifierConfig
 
 CLASSIFIER_PARAM = "classifier"
 _TYPES = ("float", "int", "categorical")
@@ -71,8 +73,12 @@ def _cast(value: Any, cast: str | None) -> Any:
     raise ValueError(f"unknown cast {cast!r} in a classifier search space")
 
 
-def load_zoo(classifier_cfg: DictConfig | Mapping[str, Any], include: Sequence[str] | None = None) -> dict[str, ClassifierSpec]:
+def load_zoo(
+    classifier_cfg: ClassifierConfig | DictConfig | Mapping[str, Any], include: Sequence[str] | None = None
+) -> dict[str, ClassifierSpec]:
     """Specs of the candidates named in ``include`` (or ``classifier.include``, or all), in config order."""
+    if is_dataclass(classifier_cfg):
+        classifier_cfg = asdict(classifier_cfg)
     cfg = OmegaConf.create(classifier_cfg) if not isinstance(classifier_cfg, DictConfig) else classifier_cfg
     candidates = cfg.get("candidates")
     if not candidates:

@@ -133,70 +133,41 @@ def _copy(src: Path, dst: Path) -> None:
     shutil.copy2(src, dst)
 
 
+@dataclass
+class BundleSources:
+    """The stage outputs a bundle copies: the combined model, the radiomics settings (the ``radiomics``
+    config group, interpolations resolved) and the U-Net / ViT-3D bundles when they exist."""
+
+    combined_model: Path
+    radiomics: Mapping[str, Any]
+    segment_model: Path | None
+    deep_model: Path | None
+
+
 def build_serving_bundle(
-    cfg: DictConfig, out_dir: str | Path, tables: TrainingTables | None = None, info: Mapping[str, Any] | None = None
+    out_dir: str | Path, tables: TrainingTables, sources: BundleSources, info: Mapping[str, Any] | None = None
 ) -> ModelSpec:
     """Write the bundle of the current pipeline outputs to ``out_dir``; returns its spec."""
     from cagerisk.radiomics.params import library_versions
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model_path = combined_model_path(cfg)
-    if not model_path.is_file():
-        raise BundleError(f"{model_path}: combined model not found; run `cagerisk combined` first")
-    tables = tables or read_training_tables(cfg)
-    combined = joblib.load(model_path)
-    reference = tables.patients
-    if len(reference) == 0:
-        raise BundleError("no patient is in the manifest and both feature tables")
-
-    rad_required = serving_inputs(
-        combined.rad_pipeline, tables.radiomics.loc[reference].reindex(columns=combined.radiomics_features)
-    )
-    deep_required = serving_inputs(combined.dl_pipeline, tables.deep.loc[reference].reindex(columns=combined.deep_features))
-    radiomics_rois = [list(group) for group in feature_groups(rad_required)]
-    if len(sum(feature_groups(rad_required).values(), [])) != len(rad_required):
-        raise BundleError("some radiomics features are not named {sequence}_{roi}_{image_type}_{class}_{feature}")
-    deep_rois = deep_groups(deep_required)
-    log.info(
-        "serving inputs: %d of %d radiomics features (%d ROI groups), %d of %d deep features (%d inputs)",
-        len(rad_required),
-        len(combined.radiomics_features),
-        len(radiomics_rois),
-        len(deep_required),
-        len(combined.deep_features),
-        len(deep_rois),
-    )
-
+    if not sources.combined_model.is_file():
+        raise BundleError(f"{sources.combined_model}: combined model not found; run `cagerisk combined` first")
+    combined = joblib.load(sources.combined_model)
+    rad_required, deep_required, radiomics_rois, deep_rois = _required_inputs(combined, tables)
     rad_sequences = list(dict.fromkeys(seq for seq, _ in radiomics_rois))
-    params = _radiomics_params(cfg, rad_sequences)
-    _check_radiomics_settings(cfg, params)
+    # the helpers read a composed config's ``radiomics`` group
+    radiomics_cfg = OmegaConf.create({"radiomics": dict(sources.radiomics)})
+    params = _radiomics_params(radiomics_cfg, rad_sequences)
+    _check_radiomics_settings(radiomics_cfg, params)
     for seq, p in params.items():
         target = out / RADIOMICS_DIR / f"{seq}.yaml"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(yaml.safe_dump(p.extractor_params(), sort_keys=False))
-    _copy(model_path, out / COMBINED_FILE)
-
-    notes: list[str] = []
-    segment_path = Path(str(cfg.segment.model_path)) if "segment" in cfg else None
+    _copy(sources.combined_model, out / COMBINED_FILE)
     sequences = {seq for seq, _ in radiomics_rois} | {seq for seq, _ in deep_rois}
-    ct_segmentation = False
-    if "ct" in sequences:
-        if segment_path is not None and segment_path.is_file():
-            _copy(segment_path, out / SEGMENT_FILE)
-            ct_segmentation = True
-        else:
-            notes.append("no U-Net bundle (segment.model_path): a CT mask must be sent")
-    image_scoring = True
-    if deep_rois:
-        deep_path = Path(str(cfg.deep.model_path)) if "deep" in cfg else None
-        if deep_path is not None and deep_path.is_file():
-            _check_deep_bundle(deep_path, deep_required)
-            _copy(deep_path, out / DEEP_FILE)
-        else:
-            image_scoring = False
-            notes.append("no ViT-3D bundle (deep.model_path): deep features must be sent precomputed")
-
+    ct_segmentation, image_scoring, notes = _copy_networks(out, sources, "ct" in sequences, deep_rois, deep_required)
     spec = ModelSpec(
         radiomics_features=rad_required,
         deep_features=deep_required,
@@ -216,6 +187,54 @@ def build_serving_bundle(
     )
     (out / SPEC_FILE).write_text(spec.to_json())
     return spec
+
+
+def _required_inputs(combined: Any, tables: TrainingTables) -> tuple[list[str], list[str], list[list[str]], list[list[str]]]:
+    """(radiomics features, deep features, radiomics ROI groups, deep inputs) the served model needs."""
+    reference = tables.patients
+    if len(reference) == 0:
+        raise BundleError("no patient is in the manifest and both feature tables")
+    rad_required = serving_inputs(
+        combined.rad_pipeline, tables.radiomics.loc[reference].reindex(columns=combined.radiomics_features)
+    )
+    deep_required = serving_inputs(combined.dl_pipeline, tables.deep.loc[reference].reindex(columns=combined.deep_features))
+    radiomics_rois = [list(group) for group in feature_groups(rad_required)]
+    if len(sum(feature_groups(rad_required).values(), [])) != len(rad_required):
+        raise BundleError("some radiomics features are not named {sequence}_{roi}_{image_type}_{class}_{feature}")
+    deep_rois = deep_groups(deep_required)
+    log.info(
+        "serving inputs: %d of %d radiomics features (%d ROI groups), %d of %d deep features (%d inputs)",
+        len(rad_required),
+        len(combined.radiomics_features),
+        len(radiomics_rois),
+        len(deep_required),
+        len(combined.deep_features),
+        len(deep_rois),
+    )
+    return rad_required, deep_required, radiomics_rois, deep_rois
+
+
+def _copy_networks(
+    out: Path, sources: BundleSources, needs_ct: bool, deep_rois: Sequence[Any], deep_required: Sequence[str]
+) -> tuple[bool, bool, list[str]]:
+    """Copy the U-Net (CT inputs) and ViT-3D (deep inputs) bundles; (ct_segmentation, image_scoring, notes)."""
+    notes: list[str] = []
+    ct_segmentation = False
+    if needs_ct:
+        if sources.segment_model is not None and sources.segment_model.is_file():
+            _copy(sources.segment_model, out / SEGMENT_FILE)
+            ct_segmentation = True
+        else:
+            notes.append("no U-Net bundle (segment.model_path): a CT mask must be sent")
+    image_scoring = True
+    if deep_rois:
+        if sources.deep_model is not None and sources.deep_model.is_file():
+            _check_deep_bundle(sources.deep_model, deep_required)
+            _copy(sources.deep_model, out / DEEP_FILE)
+        else:
+            image_scoring = False
+            notes.append("no ViT-3D bundle (deep.model_path): deep features must be sent precomputed")
+    return ct_segmentation, image_scoring, notes
 
 
 def _check_deep_bundle(path: Path, required: Sequence[str]) -> None:

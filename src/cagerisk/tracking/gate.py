@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from cagerisk.config.modelling import GateConfig
+
 RULES = ("superiority", "non_inferiority")
-DEFAULT_GATE: dict[str, Any] = {"rule": "superiority", "alpha": 0.05, "margin": 0.0}
 
 
 def validation_patients_sha256(patient_ids: Sequence[Any], outcomes: Sequence[Any]) -> str:
@@ -42,17 +43,15 @@ def validation_patients_sha256(patient_ids: Sequence[Any], outcomes: Sequence[An
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-def gate_settings(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
-    settings = {**DEFAULT_GATE, **dict(cfg or {})}
-    if settings["rule"] not in RULES:
-        raise ValueError(f"serve.gate.rule must be one of {RULES}, got {settings['rule']!r}")
-    alpha = float(settings["alpha"])
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"serve.gate.alpha must be in (0, 1), got {alpha}")
-    margin = float(settings["margin"])
-    if margin < 0.0:
-        raise ValueError(f"serve.gate.margin must be >= 0, got {margin}")
-    return {"rule": str(settings["rule"]), "alpha": alpha, "margin": margin}
+def gate_settings(gate: GateConfig) -> dict[str, Any]:
+    """``serve.gate`` (values from ``conf/serve``) checked, as the dict the decision records."""
+    if gate.rule not in RULES:
+        raise ValueError(f"serve.gate.rule must be one of {RULES}, got {gate.rule!r}")
+    if not 0.0 < gate.alpha < 1.0:
+        raise ValueError(f"serve.gate.alpha must be in (0, 1), got {gate.alpha}")
+    if gate.margin < 0.0:
+        raise ValueError(f"serve.gate.margin must be >= 0, got {gate.margin}")
+    return {"rule": gate.rule, "alpha": gate.alpha, "margin": gate.margin}
 
 
 def same_validation_patients(new_tags: Mapping[str, str], champion_tags: Mapping[str, str]) -> tuple[bool, str]:
@@ -103,12 +102,12 @@ def _one_sided(diff: float, se: float, shift: float, upper: bool) -> tuple[float
 
 
 def decide(
-    y: np.ndarray, new_prob: np.ndarray, champion_prob: np.ndarray, settings: Mapping[str, Any], n: int | None = None
+    y: np.ndarray, new_prob: np.ndarray, champion_prob: np.ndarray, gate: GateConfig, n: int | None = None
 ) -> GateDecision:
     """Apply the gate's rule to two scores of the same validation patients (see the module docstring)."""
     from cagerisk.evaluation.metrics import delong_test
 
-    s = gate_settings(settings)
+    s = gate_settings(gate)
     test = delong_test(y, new_prob, champion_prob)
     n = len(y) if n is None else n
     diff, se = float(test.auc1 - test.auc2), float(test.se)
@@ -124,16 +123,21 @@ def decide(
         verdict = (
             f"higher by DeLong's one-sided test (z = {z:.3g}, p = {p:.3g} < alpha {s['alpha']:g}): promoted"
             if promote
-            else f"not significantly higher (DeLong one-sided z = {z:.3g}, p = {p:.3g} >= alpha {s['alpha']:g}): the champion stays"
+            else (
+                f"not significantly higher (DeLong one-sided z = {z:.3g}, p = {p:.3g} >= alpha {s['alpha']:g}): "
+                "the champion stays"
+            )
         )
     else:
         # Null: the new model is worse by `margin` or more; rejecting it shows non-inferiority.
         z, p = _one_sided(diff, se, s["margin"], upper=True)
         promote = p < s["alpha"]
         verdict = (
-            f"non-inferior within {s['margin']:g} by DeLong's one-sided test (z = {z:.3g}, p = {p:.3g} < alpha {s['alpha']:g}): promoted"
+            f"non-inferior within {s['margin']:g} by DeLong's one-sided test "
+            f"(z = {z:.3g}, p = {p:.3g} < alpha {s['alpha']:g}): promoted"
             if promote
-            else f"non-inferiority within {s['margin']:g} not shown (DeLong one-sided z = {z:.3g}, p = {p:.3g} >= alpha {s['alpha']:g}): the champion stays"
+            else f"non-inferiority within {s['margin']:g} not shown "
+            f"(DeLong one-sided z = {z:.3g}, p = {p:.3g} >= alpha {s['alpha']:g}): the champion stays"
         )
     return GateDecision(
         promote=bool(promote),

@@ -51,9 +51,8 @@ def _metrics_table(report: Mapping[str, Any]) -> list[str]:
             ci = ""
             if values.get("auc_ci_low") is not None and values.get("auc_ci_high") is not None:
                 ci = f" ({values['auc_ci_low']:.3f}-{values['auc_ci_high']:.3f})"
-            rows.append(
-                f"| {label} | {SPLIT_LABELS.get(split, split)} | {values.get('n', '')} ({values.get('n_cs', '')}) | {values['auc']:.3f}{ci} |"
-            )
+            count = f"{values.get('n', '')} ({values.get('n_cs', '')})"
+            rows.append(f"| {label} | {SPLIT_LABELS.get(split, split)} | {count} | {values['auc']:.3f}{ci} |")
     return rows if len(rows) > 2 else []
 
 
@@ -134,7 +133,8 @@ def model_card(
         f"Registered by run [{run_id}]({run_link}); logged model [{model_id or model_uri}]({model_link}) (`{model_uri}`)."
         + (f" Code: git `{git_commit}`." if git_commit else ""),
         "",
-        f"**Model.** Combined model ({combined_classifier or 'classifier of the combined stage'}) of the Rad-sign (radiomics signature), the DL-sign "
+        f"**Model.** Combined model ({combined_classifier or 'classifier of the combined stage'}) of the Rad-sign "
+        "(radiomics signature), the DL-sign "
         "(ViT-3D deep features signature) and the clinical model; every signature is a scikit-learn pipeline "
         "(robust scaling, F-test, correlation pruning, LASSO, classifier) fitted on the training split only.",
         "",

@@ -92,7 +92,8 @@ def summary_markdown(metrics: Mapping[str, float]) -> str:
     extra = []
     if "heldout_auc_ratio" in metrics:
         extra.append(
-            f"held-out combined / oracle AUC ratio {metrics['heldout_auc_ratio']:.3f} (oracle {metrics.get('heldout_oracle_auc', float('nan')):.3f})"
+            f"held-out combined / oracle AUC ratio {metrics['heldout_auc_ratio']:.3f} "
+            f"(oracle {metrics.get('heldout_oracle_auc', float('nan')):.3f})"
         )
     slope = next(
         (metrics[k] for k in ("combined_val_calibration_slope", "combined_test_calibration_slope") if k in metrics), None

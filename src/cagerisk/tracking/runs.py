@@ -10,12 +10,15 @@ import subprocess
 import time
 import warnings
 from collections.abc import Iterator, Mapping
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
 from omegaconf import DictConfig, OmegaConf
 
+from cagerisk.config import typed
+from cagerisk.config.modelling import TrackingConfig
 from cagerisk.hashing import file_sha256
 
 log = logging.getLogger(__name__)
@@ -47,7 +50,7 @@ def flatten_config(cfg: DictConfig | Mapping[str, Any], prefix: str = "") -> dic
     return flat
 
 
-def configure_tracking(tracking_cfg: DictConfig | Mapping[str, Any]) -> str:
+def configure_tracking(tracking_cfg: TrackingConfig | DictConfig | Mapping[str, Any]) -> str:
     """Point MLflow at the configured store and make sure the experiment exists; returns its id.
 
     A SQLite URI gets its folder created; the experiment's artifacts go under ``artifact_root`` so
@@ -55,6 +58,8 @@ def configure_tracking(tracking_cfg: DictConfig | Mapping[str, Any]) -> str:
     server (``tracking=server``), whose own artifact root applies. The experiment is tagged as a
     model-training experiment, so MLflow 3's UI opens it on its runs rather than on GenAI traces.
     """
+    if is_dataclass(tracking_cfg):
+        tracking_cfg = asdict(tracking_cfg)
     uri = str(tracking_cfg["uri"])
     if uri.startswith(("http://", "https://")):
         # A tracking server: its --artifacts-destination decides where artifacts go, not this client.
@@ -151,11 +156,12 @@ def stage_run(
     Nested under ``tracking.parent_run_id`` (or the ``CAGERISK_PARENT_RUN_ID`` environment variable)
     when a pipeline run set one. ``tracking.enabled=false`` yields ``None`` and logs nothing.
     """
-    if not cfg.tracking.get("enabled", True):
+    tracking = typed(cfg.tracking, TrackingConfig, "tracking")
+    if not tracking.enabled:
         yield None
         return
-    experiment_id = configure_tracking(cfg.tracking)
-    parent = cfg.tracking.get("parent_run_id") or os.environ.get(PARENT_RUN_ENV) or None
+    experiment_id = configure_tracking(tracking)
+    parent = tracking.parent_run_id or os.environ.get(PARENT_RUN_ENV) or None
     tags = {"cagerisk.stage": stage, **(extra_tags or {})}
     commit = git_commit()
     if commit:
@@ -260,12 +266,12 @@ def _log_input_retrying(dataset, context: str, tags: dict[str, str], attempts: i
 
 def log_stage_datasets(cfg: DictConfig, stage: str) -> list[str]:
     """Log the tables ``stage`` reads (``STAGE_DATASETS``) that exist; returns their names."""
-    from cagerisk.cohort.schema import OUTCOME
+    from cagerisk.cohort.schema import OUTCOME, is_blank
 
     logged = []
     for key, filename, name, context in STAGE_DATASETS.get(stage, ()):
         base = OmegaConf.select(cfg, key) if isinstance(cfg, DictConfig) else None
-        if base in (None, "", "???"):
+        if is_blank(base) or base == "???":
             continue
         path = Path(str(base)) / filename if filename else Path(str(base))
         if not path.is_file():

@@ -1,22 +1,26 @@
-"""Stage ``evaluate``: every statistic, table and figure of the study from the combined stage's scores."""
+"""Every statistic, table and figure of the study from the combined model's scores (the evaluate command).
+
+Library code: :func:`evaluate` takes the scores, the fitted model and the tables of earlier stages and
+returns an :class:`Evaluation` (tables, figures, ``metrics.json`` content and the HTML report); it
+writes nothing. The ``evaluate`` stage (:mod:`cagerisk.stages.evaluate`) reads the inputs, writes the
+outputs and logs them to MLflow. Only this command ever reads the test split's outcomes.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
-import joblib
-import mlflow
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
 from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import Pipeline
 
 from cagerisk.cohort.schema import ID, OUTCOME
+from cagerisk.config.modelling import EvaluationConfig
 from cagerisk.evaluation.importance import permutation_auc_importance
 from cagerisk.evaluation.metrics import (
     auc_ci_bootstrap,
@@ -29,16 +33,17 @@ from cagerisk.evaluation.metrics import (
     hosmer_lemeshow,
     youden_threshold,
 )
-from cagerisk.evaluation.plots import plot_calibration_and_dca, plot_importance, plot_readers, plot_roc_panels, save
+from cagerisk.evaluation.plots import plot_calibration_and_dca, plot_importance, plot_readers, plot_roc_panels
 from cagerisk.evaluation.readers import compare_with_readers, inter_reader_kappa, reader_columns
 from cagerisk.evaluation.report import html_table, render_report
-from cagerisk.features import plot_lasso, selection_report
-from cagerisk.models.data import InputError, read_manifest
-from cagerisk.models.served import MODEL_FILE, CombinedModel
-from cagerisk.models.signatures import lasso_of, selected_features_table
-from cagerisk.tracking import stage_run
+from cagerisk.features import lasso_of, plot_lasso, selected_features_table, selection_report
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
+
+FIGURES_DIR = "evaluation"  # figures and tables, under the reports folder
 
 MODELS: tuple[tuple[str, str], ...] = (
     ("clinical_model", "Clinical model"),
@@ -48,20 +53,6 @@ MODELS: tuple[tuple[str, str], ...] = (
 )
 LABELS = dict(MODELS)
 SPLIT_TITLES = {"train": "Training (out-of-fold)", "val": "Validation", "test": "Test", "val+test": "Held-out (val + test)"}
-DEFAULTS: dict[str, Any] = {
-    "n_bootstrap": 2000,
-    "ci_level": 0.95,
-    "hl_groups": 10,
-    "calibration_bins": 5,
-    "permutation_repeats": 20,
-    "acceptance_ratio": 0.9,
-}
-
-
-def evaluation_settings(cfg: DictConfig) -> dict[str, Any]:
-    settings = dict(DEFAULTS)
-    settings.update({k: v for k, v in (cfg.get("evaluation") or {}).items() if v is not None})
-    return settings
 
 
 def split_masks(scores: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -70,7 +61,7 @@ def split_masks(scores: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def performance_table(
-    scores: pd.DataFrame, thresholds: Mapping[str, float], settings: Mapping[str, Any], seed: int
+    scores: pd.DataFrame, thresholds: Mapping[str, float], settings: EvaluationConfig, seed: int
 ) -> pd.DataFrame:
     """Table 2: per model and split, AUC with DeLong and bootstrap CIs and metrics at the model's threshold."""
     y_all = scores[OUTCOME].to_numpy(dtype=int)
@@ -82,8 +73,8 @@ def performance_table(
             continue
         for column, label in MODELS:
             p = scores.loc[mask, column].to_numpy(dtype=float)
-            delong = auc_ci_delong(y, p, settings["ci_level"])
-            boot = auc_ci_bootstrap(y, p, settings["ci_level"], int(settings["n_bootstrap"]), seed=seed)
+            delong = auc_ci_delong(y, p, settings.ci_level)
+            boot = auc_ci_bootstrap(y, p, settings.ci_level, settings.n_bootstrap, seed=seed)
             metrics = classification_metrics(y, p, thresholds[column])
             rows.append(
                 {
@@ -155,7 +146,7 @@ def delong_table(scores: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def calibration_table(scores: pd.DataFrame, settings: Mapping[str, Any]) -> pd.DataFrame:
+def calibration_table(scores: pd.DataFrame, settings: EvaluationConfig) -> pd.DataFrame:
     """Per model and split: Brier score, Hosmer-Lemeshow, calibration intercept and slope with CIs.
 
     Every score here is from a model that did not see the patient (training scores are out-of-fold),
@@ -174,11 +165,11 @@ def calibration_table(scores: pd.DataFrame, settings: Mapping[str, Any]) -> pd.D
                 "n": int(mask.sum()),
                 "brier": brier_score(y, p),
             }
-            groups = min(int(settings["hl_groups"]), max(3, len(y) // 5))
+            groups = min(settings.hl_groups, max(3, len(y) // 5))
             if len(y) >= 3 * 3:
                 hl = hosmer_lemeshow(y, p, groups)
                 row.update(hl_statistic=hl.statistic, hl_df=hl.df, hl_groups=hl.n_groups, hl_merged=hl.merged, hl_p=hl.p_value)
-            fit = calibration_intercept_slope(y, p, float(settings["ci_level"]))
+            fit = calibration_intercept_slope(y, p, settings.ci_level)
             row.update(
                 cal_intercept=fit.intercept,
                 cal_intercept_low=fit.intercept_low,
@@ -224,15 +215,48 @@ def calibration_display(calib: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def acceptance_check(cfg: DictConfig, scores: pd.DataFrame, ratio_needed: float) -> dict[str, Any] | None:
+class EvaluatedModel(Protocol):
+    """What the evaluation reads of the fitted combined model (``cagerisk.models.served.CombinedModel``)."""
+
+    rad_pipeline: Pipeline
+    dl_pipeline: Pipeline
+    combined_pipeline: Pipeline
+    threshold: float
+
+    @property
+    def input_columns(self) -> list[str]: ...
+
+
+@dataclass
+class StudyContext:
+    """What the report says of the run and the earlier stages' tables it shows."""
+
+    cohort: str
+    cv_folds: int  # folds of the CV that gave the training (out-of-fold) scores
+    table1: pd.DataFrame | None  # the cohort stage's Table 1 (text cells), None when missing
+    table1_path: str
+    clinical_table: pd.DataFrame  # the combined stage's clinical logistic regression (may be empty)
+    truth: pd.DataFrame | None = None  # synthetic cohorts: the true risk per patient
+
+
+@dataclass
+class Evaluation:
+    """Everything the evaluate command writes: ``tables`` and ``figures`` by path under the reports folder."""
+
+    metrics: dict[str, Any]
+    performance: pd.DataFrame
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    figures: dict[str, Figure] = field(default_factory=dict)
+    html: str = ""
+
+
+def acceptance_check(scores: pd.DataFrame, truth: pd.DataFrame | None, ratio_needed: float) -> dict[str, Any] | None:
     """For a synthetic cohort: combined AUC on held-out patients against the oracle (the true risk)."""
-    truth_path = Path(cfg.paths.cohort) / "truth.csv"
-    if not truth_path.exists():
+    if truth is None:
         return None
-    truth = pd.read_csv(truth_path, dtype={ID: str})
     risk_column = next((c for c in ("true_risk", "risk") if c in truth.columns), None)
     if risk_column is None:
-        log.warning("%s has no true_risk column; no oracle comparison", truth_path)
+        log.warning("the truth table has no true_risk column; no oracle comparison")
         return None
     held = scores[scores["split"] != "train"].merge(truth[[ID, risk_column]], on=ID, how="inner")
     y = held[OUTCOME].to_numpy(int)
@@ -252,59 +276,23 @@ def acceptance_check(cfg: DictConfig, scores: pd.DataFrame, ratio_needed: float)
     }
 
 
-def run_evaluate_stage(cfg: DictConfig) -> dict[str, Any]:
-    """Write report.html, metrics.json and the figures/tables under ``paths.reports``; log them to MLflow."""
-    with stage_run(cfg, "evaluate") as run:
-        metrics, perf = write_evaluation(cfg)
-        if run is not None:
-            reports = Path(cfg.paths.reports)
-            flat = {}
-            for _, row in perf.iterrows():
-                prefix = f"{row['key']}_{row['split'].replace('+', '_')}"
-                for k in ("auc", "auc_ci_low", "auc_ci_high", "accuracy", "sensitivity", "specificity", "f1"):
-                    if math.isfinite(row[k]):
-                        flat[f"{prefix}_{k}"] = float(row[k])
-            for record in metrics["calibration"]:
-                prefix = f"{record['key']}_{record['split'].replace('+', '_')}"
-                for k in ("cal_intercept", "cal_slope", "hl_p"):
-                    if record.get(k) is not None:
-                        flat[f"{prefix}_{k}"] = float(record[k])
-            acceptance = metrics.get("acceptance")
-            if acceptance:
-                flat.update(heldout_oracle_auc=acceptance["oracle_auc"], heldout_auc_ratio=acceptance["ratio"])
-            mlflow.log_metrics(flat)
-            mlflow.log_artifact(str(reports / "report.html"), artifact_path="report")
-            mlflow.log_artifact(str(reports / "metrics.json"), artifact_path="report")
-            mlflow.log_artifacts(str(reports / "evaluation"), artifact_path="report/evaluation")
-    return metrics
-
-
-def write_evaluation(cfg: DictConfig) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Compute every statistic and figure; write them; return (metrics, the performance table)."""
-    settings = evaluation_settings(cfg)
-    seed = int(cfg.seed)
-    combined_dir = Path(cfg.paths.models) / "combined"
-    scores_path, model_path = combined_dir / "scores.parquet", combined_dir / MODEL_FILE
-    for path in (scores_path, model_path):
-        if not path.exists():
-            raise InputError(f"{path} not found (run `cagerisk combined` first)")
-    scores = pd.read_parquet(scores_path)
-    scores[ID] = scores[ID].astype(str)
-    model: CombinedModel = joblib.load(model_path)
-    manifest = read_manifest(Path(cfg.paths.cohort) / "manifest.csv")
-    reports = Path(cfg.paths.reports)
-    figures = reports / "evaluation"
-    figures.mkdir(parents=True, exist_ok=True)
+def evaluate(
+    scores: pd.DataFrame,
+    model: EvaluatedModel,
+    manifest: pd.DataFrame,
+    settings: EvaluationConfig,
+    seed: int,
+    context: StudyContext,
+) -> Evaluation:
+    """Compute every statistic and figure of the study from ``scores`` (the combined stage's, one row per patient)."""
     masks = split_masks(scores)
     y_all = scores[OUTCOME].to_numpy(dtype=int)
-
     # Each single model gets its own Youden threshold on validation; the combined model's is the stored one.
     thresholds = {
         column: youden_threshold(y_all[masks["val"]], scores.loc[masks["val"], column].to_numpy(float)) for column, _ in MODELS
     }
     thresholds["combined"] = model.threshold
-
-    perf = performance_table(scores, thresholds, settings, seed)
+    result = Evaluation(metrics={}, performance=performance_table(scores, thresholds, settings, seed))
     delong = delong_table(scores)
     calib = calibration_table(scores, settings)
     dca = {
@@ -312,38 +300,69 @@ def write_evaluation(cfg: DictConfig) -> tuple[dict[str, Any], pd.DataFrame]:
         for split in ("val", "test", "val+test")
         if len(np.unique(y_all[masks[split]])) == 2
     }
+    selection = _lasso_figures(model, result.figures)
+    _roc_and_calibration_figures(scores, settings, result.figures)
+    permutation = _importance(scores, model, settings, seed, result.figures)
+    readers_frame, kappa = _reader_tables(scores, manifest, model.threshold, result.figures)
+    _log_calibration(calib)
+    acceptance = acceptance_check(scores, context.truth, settings.acceptance_ratio)
+    if acceptance:
+        log.info(
+            "held-out combined AUC %.3f vs oracle %.3f (ratio %.3f); beats rad %s, dl %s",
+            acceptance["combined_auc"],
+            acceptance["oracle_auc"],
+            acceptance["ratio"],
+            acceptance["beats_rad"],
+            acceptance["beats_dl"],
+        )
+    result.tables = {
+        "table2_performance": result.performance,
+        "delong": delong,
+        "calibration": calib,
+        "selection": selection,
+        "importance_combined": permutation,
+        "readers": readers_frame,
+        "reader_kappa": kappa,
+        **{f"decision_curve_{split.replace('+', '_')}": frame for split, frame in dca.items()},
+    }
+    result.metrics = _metrics_json(
+        model.threshold, thresholds, result.performance, delong, calib, readers_frame, kappa, acceptance
+    )
+    result.html = _report_html(scores, model.threshold, settings, context, result, acceptance)
+    return result
 
-    # Figure 1: LASSO of each signature.
-    fig1 = []
+
+def _figure(figures: dict[str, Figure], name: str, fig: Figure) -> str:
+    """Keep ``fig`` as ``evaluation/<name>`` and return that path (relative to the reports folder)."""
+    path = f"{FIGURES_DIR}/{name}"
+    figures[path] = fig
+    return path
+
+
+def _lasso_figures(model: EvaluatedModel, figures: dict[str, Figure]) -> pd.DataFrame:
+    """Figure 1 (the LASSO of each signature, when it has one); returns the selection table of both."""
     selection_rows = []
     for name, pipeline in (("rad", model.rad_pipeline), ("dl", model.dl_pipeline)):
         found = lasso_of(pipeline)
         if found is not None and hasattr(found[0], "coef_path_"):
-            fig1.append(
-                Path(
-                    save(
-                        plot_lasso(*found, title=f"{LABELS[name + '_sign']}: LASSO on the training split"),
-                        figures / f"fig1_lasso_{name}.png",
-                    )
-                )
-                .relative_to(reports)
-                .as_posix()
-            )
+            title = f"{LABELS[name + '_sign']}: LASSO on the training split"
+            _figure(figures, f"fig1_lasso_{name}.png", plot_lasso(*found, title=title))
         report = selection_report(pipeline)
         report.insert(0, "signature", LABELS[f"{name}_sign"])
         selection_rows.append(report)
-    selection = pd.concat(selection_rows, ignore_index=True)
+    return pd.concat(selection_rows, ignore_index=True)
 
-    # Figure 2: ROC per split.
+
+def _roc_and_calibration_figures(scores: pd.DataFrame, settings: EvaluationConfig, figures: dict[str, Figure]) -> None:
+    """Figure 2 (ROC per split) and Figure 3 (calibration and decision curves on the held-out splits)."""
+    masks = split_masks(scores)
+    y_all = scores[OUTCOME].to_numpy(dtype=int)
     panels = {}
     for split in ("train", "val", "test"):
         mask = masks[split]
         if len(np.unique(y_all[mask])) == 2:
             panels[SPLIT_TITLES[split]] = (y_all[mask], {c: scores.loc[mask, c].to_numpy(float) for c, _ in MODELS})
-    fig2 = Path(save(plot_roc_panels(panels, LABELS), figures / "fig2_roc.png")).relative_to(reports).as_posix()
-
-    # Figure 3: calibration and decision curves on the held-out splits.
-    fig3 = []
+    _figure(figures, "fig2_roc.png", plot_roc_panels(panels, LABELS))
     for split in ("val", "test"):
         mask = masks[split]
         if len(np.unique(y_all[mask])) == 2:
@@ -352,20 +371,23 @@ def write_evaluation(cfg: DictConfig) -> tuple[dict[str, Any], pd.DataFrame]:
                 {c: scores.loc[mask, c].to_numpy(float) for c, _ in MODELS},
                 LABELS,
                 SPLIT_TITLES[split],
-                int(settings["calibration_bins"]),
+                settings.calibration_bins,
             )
-            fig3.append(Path(save(fig, figures / f"fig3_calibration_dca_{split}.png")).relative_to(reports).as_posix())
+            _figure(figures, f"fig3_calibration_dca_{split}.png", fig)
 
-    # Feature importance: LASSO coefficients and permutation importance of the combined model on held-out patients.
-    rad_features = selected_features_table(model.rad_pipeline)
-    dl_features = selected_features_table(model.dl_pipeline)
-    held = masks["val+test"]
+
+def _importance(
+    scores: pd.DataFrame, model: EvaluatedModel, settings: EvaluationConfig, seed: int, figures: dict[str, Figure]
+) -> pd.DataFrame:
+    """LASSO coefficients and the combined model's permutation importance on held-out patients (Fig. 4)."""
+    held = split_masks(scores)["val+test"]
+    y_all = scores[OUTCOME].to_numpy(dtype=int)
     permutation = permutation_auc_importance(
-        model.combined_pipeline, scores.loc[held, model.input_columns], y_all[held], int(settings["permutation_repeats"]), seed
+        model.combined_pipeline, scores.loc[held, model.input_columns], y_all[held], settings.permutation_repeats, seed
     )
     importance_tables = {
-        "Rad-sign (LASSO)": rad_features,
-        "DL-sign (LASSO)": dl_features,
+        "Rad-sign (LASSO)": selected_features_table(model.rad_pipeline),
+        "DL-sign (LASSO)": selected_features_table(model.dl_pipeline),
         "Combined (permutation, held-out)": permutation,
     }
     importance_columns = {
@@ -373,62 +395,46 @@ def write_evaluation(cfg: DictConfig) -> tuple[dict[str, Any], pd.DataFrame]:
         "DL-sign (LASSO)": "lasso_coef",
         "Combined (permutation, held-out)": "auc_drop",
     }
-    fig_importance = (
-        Path(save(plot_importance(importance_tables, importance_columns), figures / "fig4_importance.png"))
-        .relative_to(reports)
-        .as_posix()
-    )
+    _figure(figures, "fig4_importance.png", plot_importance(importance_tables, importance_columns))
+    return permutation
 
-    # Readers.
+
+def _reader_tables(
+    scores: pd.DataFrame, manifest: pd.DataFrame, threshold: float, figures: dict[str, Figure]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The combined model against the manifest's readers (McNemar, AUCs; Fig. 5) and the readers' kappa."""
     readers_frame, kappa = pd.DataFrame(), pd.DataFrame()
-    fig_readers = []
     columns = reader_columns(manifest)
-    if columns:
-        merged = scores.merge(
-            manifest.reset_index(drop=True)[[ID, *[c for pair in columns.values() for c in pair if c]]], on=ID, how="left"
-        )
-        parts = []
-        for split in ("test", "val+test"):
-            mask = split_masks(merged)[split]
-            y = merged.loc[mask, OUTCOME].to_numpy(int)
-            available = {
-                name: (merged.loc[mask, b].to_numpy(), merged.loc[mask, p].to_numpy(float) if p else None)
-                for name, (b, p) in columns.items()
-                if merged.loc[mask, b].notna().all()
-            }
-            if not available or len(np.unique(y)) < 2:
-                continue
-            table = compare_with_readers(y, merged.loc[mask, "combined"].to_numpy(float), model.threshold, available)
-            table.insert(0, "split", split)
-            parts.append(table)
-            if split == "val+test":
-                fig_readers.append(
-                    Path(
-                        save(
-                            plot_readers(
-                                y, merged.loc[mask, "combined"].to_numpy(float), model.threshold, available, SPLIT_TITLES[split]
-                            ),
-                            figures / "fig5_readers.png",
-                        )
-                    )
-                    .relative_to(reports)
-                    .as_posix()
-                )
-        readers_frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-        complete = merged[[b for b, _ in columns.values()]].dropna()
-        if len(columns) >= 2:
-            kappa = inter_reader_kappa({name: complete[b].to_numpy() for name, (b, _) in columns.items()})
+    if not columns:
+        return readers_frame, kappa
+    merged = scores.merge(
+        manifest.reset_index(drop=True)[[ID, *[c for pair in columns.values() for c in pair if c]]], on=ID, how="left"
+    )
+    parts = []
+    for split in ("test", "val+test"):
+        mask = split_masks(merged)[split]
+        y = merged.loc[mask, OUTCOME].to_numpy(int)
+        available = {
+            name: (merged.loc[mask, b].to_numpy(), merged.loc[mask, p].to_numpy(float) if p else None)
+            for name, (b, p) in columns.items()
+            if merged.loc[mask, b].notna().all()
+        }
+        if not available or len(np.unique(y)) < 2:
+            continue
+        combined = merged.loc[mask, "combined"].to_numpy(float)
+        table = compare_with_readers(y, combined, threshold, available)
+        table.insert(0, "split", split)
+        parts.append(table)
+        if split == "val+test":
+            _figure(figures, "fig5_readers.png", plot_readers(y, combined, threshold, available, SPLIT_TITLES[split]))
+    readers_frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    complete = merged[[b for b, _ in columns.values()]].dropna()
+    if len(columns) >= 2:
+        kappa = inter_reader_kappa({name: complete[b].to_numpy() for name, (b, _) in columns.items()})
+    return readers_frame, kappa
 
-    # Table 1 and the clinical analysis come from earlier stages.
-    table1_path = Path(cfg.paths.cohort) / "table1.csv"
-    table1_html = None
-    if table1_path.exists():
-        table1_html = html_table(pd.read_csv(table1_path, dtype=str).fillna("").map(_round_text))
-    else:
-        log.warning("%s not found: Table 1 is missing from the report", table1_path)
-    clinical_path = combined_dir / "clinical_logistic.csv"
-    clinical_table = pd.read_csv(clinical_path) if clinical_path.exists() else pd.DataFrame()
 
+def _log_calibration(calib: pd.DataFrame) -> None:
     combined_calibration = calib[calib["key"] == "combined"]
     log.info(
         "combined model calibration slope (1 is ideal, below 1 too extreme): %s",
@@ -439,32 +445,32 @@ def write_evaluation(cfg: DictConfig) -> tuple[dict[str, Any], pd.DataFrame]:
             for r in combined_calibration.itertuples()
         ),
     )
-    acceptance = acceptance_check(cfg, scores, float(settings["acceptance_ratio"]))
-    if acceptance:
-        log.info(
-            "held-out combined AUC %.3f vs oracle %.3f (ratio %.3f); beats rad %s, dl %s",
-            acceptance["combined_auc"],
-            acceptance["oracle_auc"],
-            acceptance["ratio"],
-            acceptance["beats_rad"],
-            acceptance["beats_dl"],
-        )
 
-    for name, frame in (
-        ("table2_performance", perf),
-        ("delong", delong),
-        ("calibration", calib),
-        ("selection", selection),
-        ("importance_combined", permutation),
-        ("readers", readers_frame),
-        ("reader_kappa", kappa),
-    ):
-        frame.to_csv(figures / f"{name}.csv", index=False)
-    for split, frame in dca.items():
-        frame.to_csv(figures / f"decision_curve_{split.replace('+', '_')}.csv", index=False)
 
-    metrics = {
-        "threshold": model.threshold,
+CALIBRATION_FIT_KEYS = (
+    "cal_intercept",
+    "cal_intercept_low",
+    "cal_intercept_high",
+    "cal_slope",
+    "cal_slope_low",
+    "cal_slope_high",
+    "cal_note",
+)
+
+
+def _metrics_json(
+    threshold: float,
+    thresholds: Mapping[str, float],
+    perf: pd.DataFrame,
+    delong: pd.DataFrame,
+    calib: pd.DataFrame,
+    readers_frame: pd.DataFrame,
+    kappa: pd.DataFrame,
+    acceptance: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The content of ``metrics.json`` (DVC's metrics file of the evaluate stage)."""
+    return {
+        "threshold": threshold,
         "thresholds": thresholds,
         "performance": {
             key: {
@@ -478,20 +484,7 @@ def write_evaluation(cfg: DictConfig) -> tuple[dict[str, Any], pd.DataFrame]:
         # logistic recalibration per model and split: {key: {split: {intercept, slope, CIs}}}
         "calibration_fit": {
             key: {
-                row["split"]: _clean(
-                    {
-                        k.removeprefix("cal_"): row[k]
-                        for k in (
-                            "cal_intercept",
-                            "cal_intercept_low",
-                            "cal_intercept_high",
-                            "cal_slope",
-                            "cal_slope_low",
-                            "cal_slope_high",
-                            "cal_note",
-                        )
-                    }
-                )
+                row["split"]: _clean({k.removeprefix("cal_"): row[k] for k in CALIBRATION_FIT_KEYS})
                 for _, row in group.iterrows()
             }
             for key, group in calib.groupby("key")
@@ -500,37 +493,53 @@ def write_evaluation(cfg: DictConfig) -> tuple[dict[str, Any], pd.DataFrame]:
         "reader_kappa": _clean_records(kappa),
         "acceptance": acceptance,
     }
-    (reports / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+
+def _report_html(
+    scores: pd.DataFrame,
+    threshold: float,
+    settings: EvaluationConfig,
+    context: StudyContext,
+    result: Evaluation,
+    acceptance: dict[str, Any] | None,
+) -> str:
+    figures = list(result.figures)
+    tables = result.tables
+    readers_frame = tables["readers"]
+    table1_html = None
+    if context.table1 is not None:
+        table1_html = html_table(context.table1.fillna("").map(_round_text))
+    else:
+        log.warning("%s not found: Table 1 is missing from the report", context.table1_path)
     split_counts = scores["split"].value_counts().reindex(["train", "val", "test"]).fillna(0).astype(int).to_dict()
-    html = render_report(
+    return render_report(
         {
-            "cohort": str(cfg.cohort.get("name", "")),
+            "cohort": context.cohort,
             "n_patients": int(len(scores)),
             "split_counts": split_counts,
-            "cv_folds": int(cfg.sweep.cv_folds),
-            "threshold": model.threshold,
-            "n_bootstrap": int(settings["n_bootstrap"]),
+            "cv_folds": context.cv_folds,
+            "threshold": threshold,
+            "n_bootstrap": settings.n_bootstrap,
             "acceptance": acceptance,
+            # evaluation.acceptance_ratio: the share of the oracle's AUC the combined model must reach
+            "acceptance_ratio": settings.acceptance_ratio,
             "table1": table1_html,
-            "table1_path": str(table1_path),
-            "table2": html_table(table2_display(perf)),
-            "clinical_table": html_table(clinical_table),
-            "selection_table": html_table(selection),
-            "fig1": fig1,
-            "fig2": fig2,
-            "fig3": fig3,
-            "calibration_table": html_table(calibration_display(calib)),
-            "delong_table": html_table(delong, "{:.4f}"),
-            "fig_importance": fig_importance,
-            "importance_table": html_table(permutation, "{:.4f}"),
+            "table1_path": context.table1_path,
+            "table2": html_table(table2_display(result.performance)),
+            "clinical_table": html_table(context.clinical_table),
+            "selection_table": html_table(tables["selection"]),
+            "fig1": [f for f in figures if f.startswith(f"{FIGURES_DIR}/fig1_")],
+            "fig2": f"{FIGURES_DIR}/fig2_roc.png",
+            "fig3": [f for f in figures if f.startswith(f"{FIGURES_DIR}/fig3_")],
+            "calibration_table": html_table(calibration_display(tables["calibration"])),
+            "delong_table": html_table(tables["delong"], "{:.4f}"),
+            "fig_importance": f"{FIGURES_DIR}/fig4_importance.png",
+            "importance_table": html_table(tables["importance_combined"], "{:.4f}"),
             "readers_table": html_table(readers_frame) if not readers_frame.empty else None,
-            "kappa_table": html_table(kappa),
-            "fig_readers": fig_readers,
+            "kappa_table": html_table(tables["reader_kappa"]),
+            "fig_readers": [f for f in figures if f.startswith(f"{FIGURES_DIR}/fig5_")],
         }
     )
-    (reports / "report.html").write_text(html)
-    log.info("report written to %s", reports / "report.html")
-    return metrics, perf
 
 
 def _round_text(value: str) -> str:
