@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["load_torch_bundle", "save_torch_bundle", "write_frame_atomic"]
+__all__ = ["load_torch_bundle", "save_torch_bundle", "write_frame_atomic", "write_text_atomic"]
 
 
 def write_frame_atomic(frame: pd.DataFrame, path: str | Path) -> Path:
@@ -60,3 +60,16 @@ def load_torch_bundle(path: str | Path, fmt: str, what: str, made_by: str) -> di
     payload = dict(payload)
     payload.pop("format")
     return payload
+
+
+def write_text_atomic(text: str, path: str | Path) -> Path:
+    """``text`` (UTF-8) at ``path``, written beside it and moved into place."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return p

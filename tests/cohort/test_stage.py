@@ -8,7 +8,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from cagerisk.cohort.stage import run_cohort_stage
+from cagerisk.stages.cohort import run_cohort_stage
 
 ROOT = Path(__file__).resolve().parents[2]
 

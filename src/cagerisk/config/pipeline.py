@@ -11,7 +11,7 @@ Use with ``cagerisk.config.typed(cfg.radiomics, RadiomicsConfig, "radiomics")``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig
@@ -103,10 +103,10 @@ class ComputeConfig:
     # The local cluster's settings; absent from compute=serial, which starts none.
     start_method: str | None = None
     dashboard_address: str | None = None
-    worker_env: dict[str, Any] = field(default_factory=dict)
-    dask: dict[str, Any] = field(default_factory=dict)
-    # Only for a scheduler address (absent from the presets): dask's connect timeout.
-    connect_timeout: str | None = None
+    worker_env: dict[str, Any] | None = None  # None: dask's own worker environment
+    dask: dict[str, Any] | None = None
+    # Only for a scheduler address (absent from the presets): how long to wait for it.
+    connect_timeout: str = "30s"
 
 
 @dataclass
