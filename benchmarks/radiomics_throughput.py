@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     from cagerisk.logging_setup import configure_logging
     from cagerisk.radiomics import extract_radiomics, params_by_sequence, radiomics_table
     from cagerisk.radiomics.distributed import usable_cores
-    from cagerisk.radiomics.stage import selected_sequences
+    from cagerisk.radiomics.extraction import selected_sequences
 
     configure_logging("WARNING")
     overrides = list(args.overrides) + ([f"paths.data={args.data}"] if args.data else [])

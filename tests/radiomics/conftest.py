@@ -169,10 +169,6 @@ def reference_run(tmp_path_factory):
 @pytest.fixture
 def compose_cfg() -> Callable[..., object]:
     """The real Hydra config with overrides, as `cagerisk radiomics overrides...` composes it."""
-    from hydra import compose, initialize_config_dir
+    from tests.conftest import compose_config
 
-    def make(overrides: list[str]):
-        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            return compose(config_name="config", overrides=list(overrides))
-
-    return make
+    return compose_config

@@ -130,7 +130,11 @@ def test_extraction_through_a_dask_cluster_survives_a_killed_worker(reference_ru
     killer.start()
     try:
         result = extract_radiomics(
-            reference_run.manifest, reference_run.params, cache, {"scheduler": dask_cluster.address}, show_progress=False
+            reference_run.manifest,
+            reference_run.params,
+            cache,
+            {"scheduler": dask_cluster.address, "connect_timeout": "30s"},
+            show_progress=False,
         )
     finally:
         killer.join(timeout=150)

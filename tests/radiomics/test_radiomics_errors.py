@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
 
+from cagerisk.config import typed
+from cagerisk.config.pipeline import RadiomicsConfig
 from cagerisk.imaging.masks import EmptyRoiError, binary_roi_mask
-from cagerisk.radiomics import RadiomicsParamsError, extract_radiomics, sequence_params, write_stage_outputs
+from cagerisk.radiomics import RadiomicsParamsError, extract_radiomics, sequence_params
+from cagerisk.stages.radiomics import write_radiomics_outputs
+from tests.conftest import compose_config
 
 SERIAL = {"scheduler": "synchronous"}
 
@@ -71,17 +76,14 @@ def test_bad_rois_are_reported_and_the_rest_completes(roi_cohort, tiny_params, t
     assert table.loc[["P003", "P004", "P005"], ct_cols].notna().all().all()
 
     # Policy `error`: failures CSV and summary, no table; `nan`: the table with its holes.
-    cfg = {
-        "output": str(tmp_path / "out" / "radiomics.parquet"),
-        "failures": str(tmp_path / "out" / "radiomics_failures.csv"),
-        "summary": str(tmp_path / "out" / "radiomics_summary.json"),
-        "on_failure": "error",
-    }
-    outputs = write_stage_outputs(result, cfg)
+    out = tmp_path / "out"
+    config = typed(compose_config([f"paths.data={out}"]).radiomics, RadiomicsConfig, "radiomics")
+    config = replace(config, output=f"{out}/radiomics.parquet", failures=f"{out}/radiomics_failures.csv")
+    outputs = write_radiomics_outputs(result, config)
     assert "table" not in outputs and not (tmp_path / "out" / "radiomics.parquet").exists()
     written = pd.read_csv(outputs["failures"])
     assert len(written) == 7 and list(written.columns[:3]) == ["patient_id", "sequence", "roi"]
-    outputs = write_stage_outputs(result, {**cfg, "on_failure": "nan"})
+    outputs = write_radiomics_outputs(result, replace(config, on_failure="nan"))
     back = pd.read_parquet(outputs["table"])
     pd.testing.assert_frame_equal(back, result.table, check_exact=True)
 

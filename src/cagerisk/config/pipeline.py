@@ -105,8 +105,8 @@ class ComputeConfig:
     dashboard_address: str | None = None
     worker_env: dict[str, Any] | None = None  # None: dask's own worker environment
     dask: dict[str, Any] | None = None
-    # Only for a scheduler address (absent from the presets): how long to wait for it.
-    connect_timeout: str = "30s"
+    # How long to wait for a scheduler at an address (compute.scheduler=tcp://...); absent from compute=serial.
+    connect_timeout: str | None = None
 
 
 @dataclass
