@@ -12,7 +12,8 @@ import SimpleITK as sitk
 import torch
 
 from cagerisk.cohort.manifest import load_manifest
-from cagerisk.segment import ct_mask_for_features, ct_mask_sources, run_segment_stage, segment_ct
+from cagerisk.segment import ct_mask_for_features, ct_mask_sources, segment_ct
+from cagerisk.stages.segment import run_segment_stage
 
 TINY_UNET = [
     "segment.net.channels=[4,8,16]",

@@ -61,11 +61,11 @@ STAGE_OVERRIDES = [
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory):
     """Cohort -> radiomics -> deep -> signatures -> combined -> register, at tiny sizes."""
-    from cagerisk.deep.stage import run_deep_stage
     from cagerisk.models.combined import run_combined_stage
     from cagerisk.models.signatures import run_signatures_stage
-    from cagerisk.radiomics import run_radiomics_stage
     from cagerisk.stages.cohort import run_cohort_stage
+    from cagerisk.stages.deep import run_deep_stage
+    from cagerisk.stages.radiomics import run_radiomics_stage
     from cagerisk.tracking.registry import register_model
 
     tmp = tmp_path_factory.mktemp("e2e")
