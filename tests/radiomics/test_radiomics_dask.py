@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from cagerisk.radiomics import build_roi_tasks, extract_radiomics, map_rois
+from tests.radiomics.conftest import EXTRACTION
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -134,7 +135,7 @@ def test_extraction_through_a_dask_cluster_survives_a_killed_worker(reference_ru
             reference_run.params,
             cache,
             {"scheduler": dask_cluster.address, "connect_timeout": "30s"},
-            show_progress=False,
+            **EXTRACTION,
         )
     finally:
         killer.join(timeout=150)
@@ -149,7 +150,7 @@ def test_extraction_through_a_dask_cluster_survives_a_killed_worker(reference_ru
 def test_map_rois_yields_every_roi_once(reference_run, dask_cluster):
     from distributed import Client
 
-    tasks, failures = build_roi_tasks(reference_run.manifest, reference_run.params, ["ct", "t2"])
+    tasks, failures = build_roi_tasks(reference_run.manifest, reference_run.params, ["ct", "t2"], reader="1", check_geometry=True)
     assert not failures
     with Client(dask_cluster.address, timeout="30s") as client:
         assert len(client.scheduler_info(n_workers=-1)["workers"]) >= 1

@@ -16,6 +16,7 @@ from cagerisk.imaging.masks import EmptyRoiError, binary_roi_mask
 from cagerisk.radiomics import RadiomicsParamsError, extract_radiomics, sequence_params
 from cagerisk.stages.radiomics import write_radiomics_outputs
 from tests.conftest import compose_config
+from tests.radiomics.conftest import EXTRACTION
 
 SERIAL = {"scheduler": "synchronous"}
 
@@ -45,7 +46,7 @@ def test_bad_rois_are_reported_and_the_rest_completes(roi_cohort, tiny_params, t
         fh.write(b"not a nifti file")
     os.remove(manifest.loc[4, "t2_mask"])
 
-    result = extract_radiomics(manifest, tiny_params(), tmp_path / "cache", SERIAL, show_progress=False)
+    result = extract_radiomics(manifest, tiny_params(), tmp_path / "cache", SERIAL, **EXTRACTION)
 
     failures = result.failures.set_index(["patient_id", "sequence", "roi"])
     assert set(failures.index) == {
@@ -93,7 +94,7 @@ def test_without_geometry_check_pyradiomics_resamples_inside_and_rejects_outside
     _rewrite_mask(manifest.loc[0, "ct_mask"], spacing=(1.1, 1.1, 1.4))  # inside the image: resampled
     _rewrite_mask(manifest.loc[1, "ct_mask"], origin=(500.0, 0.0, 0.0))  # outside: fails
     result = extract_radiomics(
-        manifest, tiny_params(("ct",)), tmp_path / "cache", SERIAL, show_progress=False, check_geometry=False
+        manifest, tiny_params(("ct",)), tmp_path / "cache", SERIAL, **{**EXTRACTION, "check_geometry": False}
     )
     assert result.failures[["patient_id", "sequence", "roi"]].values.tolist() == [["P001", "ct", "vertebra"]]
     assert "larger than image space" in result.failures.loc[0, "error"]
@@ -102,11 +103,11 @@ def test_without_geometry_check_pyradiomics_resamples_inside_and_rejects_outside
 def test_bad_manifest_and_settings_name_what_is_wrong(roi_cohort, tiny_params, tmp_path):
     manifest = roi_cohort(n_patients=2, sequences=("ct",))
     manifest.loc[1, "fused_levels"] = "L9-L10"
-    result = extract_radiomics(manifest, tiny_params(("ct",)), tmp_path / "cache", SERIAL, show_progress=False)
+    result = extract_radiomics(manifest, tiny_params(("ct",)), tmp_path / "cache", SERIAL, **EXTRACTION)
     assert result.failures["patient_id"].tolist() == ["P001"]
     assert "L9-L10" in result.failures.loc[0, "error"]
     with pytest.raises(ValueError, match="duplicated patient_id"):
-        extract_radiomics(pd.concat([manifest, manifest]), tiny_params(("ct",)), tmp_path / "c", SERIAL)
+        extract_radiomics(pd.concat([manifest, manifest]), tiny_params(("ct",)), tmp_path / "c", SERIAL, **EXTRACTION)
     bad = tmp_path / "bad.yaml"
     bad.write_text("setting:\n  binWidth: -3\n")
     with pytest.raises(RadiomicsParamsError, match="bad.yaml"):

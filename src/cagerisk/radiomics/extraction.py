@@ -132,9 +132,10 @@ def build_roi_tasks(
     manifest: pd.DataFrame,
     params: Mapping[str, RadiomicsParams],
     sequences: Sequence[str],
-    reader: int | str = 1,
+    *,
+    reader: int | str,
+    check_geometry: bool,
     itk_threads: int | None = 1,
-    check_geometry: bool = True,
 ) -> tuple[list[RoiTask], list[dict[str, str]]]:
     """One task per (patient, sequence, ROI), in manifest then ``schema.sequence_rois`` order.
 
@@ -230,13 +231,17 @@ def extract_radiomics(
     manifest: pd.DataFrame,
     params: Mapping[str, RadiomicsParams],
     cache_dir: str | Path,
-    compute_cfg: Mapping[str, Any] | None = None,
-    sequences: Sequence[str] | None = None,
-    reader: int | str = 1,
-    show_progress: bool = True,
-    check_geometry: bool = True,
+    compute_cfg: Mapping[str, Any] | None,
+    *,
+    sequences: Sequence[str] | None,
+    reader: int | str,
+    show_progress: bool,
+    check_geometry: bool,
 ) -> RadiomicsExtraction:
-    """Features of every ROI of the manifest, reusing the cache and computing the rest on dask."""
+    """Features of every ROI of the manifest, reusing the cache and computing the rest on dask.
+
+    ``sequences``: None = every sequence the manifest has images for; ``reader``: 1, 2 or ``pred``
+    (``roi_mask_column``); ``check_geometry``: a mask off its image's grid fails (``radiomics.*``)."""
     start = time.perf_counter()
     sequences = selected_sequences(manifest, sequences)
     tasks, failures = build_roi_tasks(manifest, params, sequences, reader=reader, check_geometry=check_geometry)

@@ -118,8 +118,8 @@ def extract_by_reader(
     reader: int,
     cache_dir: str | Path,
     compute_cfg: Mapping[str, Any] | None,
-    show_progress: bool = True,
-    check_geometry: bool = True,
+    show_progress: bool,
+    check_geometry: bool,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
     """Radiomics of one reader's masks for the ROIs that have a second-reader mask, via ``extract_radiomics``.
 
