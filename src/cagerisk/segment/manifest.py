@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cagerisk.atomic import write_frame_atomic
 from cagerisk.cohort.manifest import path_columns
 from cagerisk.cohort.schema import is_blank
 
@@ -52,7 +53,5 @@ def write_segment_manifest(frame: pd.DataFrame, path: str | Path) -> Path:
     out = frame.copy()
     for col in path_columns(out):
         out[col] = [os.path.relpath(str(v), base) if not is_blank(v) else None for v in out[col]]
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    out.to_csv(tmp, index=False)
-    tmp.replace(out_path)
+    write_frame_atomic(out, out_path)
     return out_path
