@@ -56,8 +56,10 @@ class SegmentOutputs:
 
 
 def segment_and_write(trained: TrainedSegmenter, frame: pd.DataFrame, config: SegmentConfig, out_dir: Path) -> SegmentOutputs:
-    """Predicted masks (written as each patient is done), the segment manifest, Dice table and metrics,
-    and the model bundle with its metrics."""
+    """The model bundle, predicted masks (written as each patient is done), the segment manifest, Dice
+    table and metrics, and the bundle again with its metrics."""
+    # Saved before inference as well: a patient whose CT fails to segment must not cost the trained model.
+    save_bundle(trained.bundle, config.model_path)
     started = time.perf_counter()
     predicted: dict[str, str] = {}
     rows = []
