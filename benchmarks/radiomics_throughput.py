@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     from cagerisk.logging_setup import configure_logging
     from cagerisk.radiomics import extract_radiomics, params_by_sequence, radiomics_table
     from cagerisk.radiomics.distributed import usable_cores
-    from cagerisk.radiomics.stage import selected_sequences
+    from cagerisk.radiomics.extraction import selected_sequences
 
     configure_logging("WARNING")
     overrides = list(args.overrides) + ([f"paths.data={args.data}"] if args.data else [])
@@ -149,7 +149,16 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="radiomics-bench-") as cache:
         start = time.perf_counter()
-        stage = extract_radiomics(manifest, params, cache, compute, sequences=sequences, show_progress=True)
+        stage = extract_radiomics(
+            manifest,
+            params,
+            cache,
+            compute,
+            sequences=sequences,
+            reader=rcfg["reader"],
+            show_progress=True,
+            check_geometry=rcfg["check_geometry"],
+        )
         stage_s = time.perf_counter() - start
     assert stage.n_failed == 0, stage.failures.to_string()
     assert stage.n_recomputed == n

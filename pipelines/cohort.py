@@ -5,8 +5,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from cagerisk.cohort.stage import run_cohort_stage
 from cagerisk.logging_setup import configure_logging
+from cagerisk.stages.cohort import run_cohort_stage
 
 
 @hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parents[1] / "conf"), config_name="config")

@@ -13,7 +13,7 @@ from cagerisk.logging_setup import configure_logging
 @hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parents[1] / "conf"), config_name="config")
 def main(cfg: DictConfig) -> float:
     configure_logging()
-    from cagerisk.deep.stage import run_deep_stage
+    from cagerisk.stages.deep import run_deep_stage
 
     return run_deep_stage(cfg)
 

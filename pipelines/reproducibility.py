@@ -11,7 +11,7 @@ from cagerisk.logging_setup import configure_logging
 @hydra.main(version_base="1.3", config_path=str(Path(__file__).resolve().parents[1] / "conf"), config_name="config")
 def main(cfg: DictConfig) -> None:
     configure_logging()
-    from cagerisk.reproducibility.stage import run_reproducibility_stage
+    from cagerisk.stages.reproducibility import run_reproducibility_stage
 
     run_reproducibility_stage(cfg)
 

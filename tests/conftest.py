@@ -45,7 +45,7 @@ def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     Returns the data folder (paths.data): its cohort/manifest.csv is ready for every stage.
     """
-    from cagerisk.cohort.stage import run_cohort_stage
+    from cagerisk.stages.cohort import run_cohort_stage
 
     tmp = tmp_path_factory.mktemp("tiny")
     cfg = compose_config(["cohort=tiny", f"paths.data={tmp}/data", *tracking_overrides(tmp)])

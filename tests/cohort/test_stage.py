@@ -7,8 +7,11 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+import pytest
 
-from cagerisk.cohort.stage import run_cohort_stage
+from cagerisk.cohort.manifest import ManifestError
+from cagerisk.config import ConfigError
+from cagerisk.stages.cohort import run_cohort_stage
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,3 +65,24 @@ def test_real_manifest_ingestion_keeps_good_rows_and_split(tiny_cohort: Path, ma
     issues = pd.read_csv(out / "validation_issues.csv")
     assert list(issues["field"]) == ["age"]
     assert (out / "table1.md").exists()
+
+
+def test_a_manifest_without_valid_patient_writes_the_issues_then_fails(tiny_cohort: Path, make_config, tmp_path: Path):
+    source = pd.read_csv(tiny_cohort / "cohort" / "manifest.csv").head(3)
+    source["age"] = -4
+    path = tmp_path / "hospital.csv"
+    source.to_csv(path, index=False)
+    cfg = make_config("cohort=manifest", f"cohort.manifest={path}", "cohort.check_images=false", "tracking.enabled=false")
+    with pytest.raises(ManifestError, match=r"hospital\.csv: no valid patient left; see .*validation_issues\.csv"):
+        run_cohort_stage(cfg)
+    out = Path(cfg.paths.cohort)
+    issues = pd.read_csv(out / "validation_issues.csv")
+    assert sorted(issues["patient_id"]) == sorted(source["patient_id"]) and set(issues["field"]) == {"age"}
+    assert not (out / "manifest.csv").exists()
+
+
+def test_cohort_config_errors_name_the_key(make_config):
+    with pytest.raises(ConfigError, match=r"cohort\.source"):
+        run_cohort_stage(make_config("cohort.source=dicom_folder"))
+    with pytest.raises(ConfigError, match=r"cohort\.n_patients"):
+        run_cohort_stage(make_config("cohort.n_patients=many"))

@@ -10,8 +10,8 @@ import SimpleITK as sitk
 
 from cagerisk.cohort.manifest import load_manifest, validate_manifest
 from cagerisk.cohort.schema import LABELS, ROIS, SEQUENCES, allowed_label_values, image_column, mask_column, roi_label_values
-from cagerisk.cohort.stage import run_cohort_stage
 from cagerisk.cohort.synthetic import CENTER_BY_NAME
+from cagerisk.stages.cohort import run_cohort_stage
 
 
 def test_tiny_cohort_outputs(tiny_cohort: Path):

@@ -24,8 +24,8 @@ from cagerisk.deep import (
     deep_inputs,
     feature_columns,
     preprocess_cohort,
-    run_deep_stage,
 )
+from cagerisk.stages.deep import run_deep_stage
 
 INPUTS = ["ct_vertebra", "t2_disc", "t1ax_psoas"]
 TINY_VIT = [

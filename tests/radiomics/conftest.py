@@ -19,6 +19,8 @@ from cagerisk.cohort import schema
 REPO = Path(__file__).resolve().parents[2]
 SHAPE_ZYX = (24, 20, 20)
 SPACING = (1.2, 1.2, 1.5)
+# The radiomics group's extraction settings as the tests use them (the stage takes them from conf/radiomics).
+EXTRACTION = {"sequences": None, "reader": "1", "show_progress": False, "check_geometry": True}
 
 # A parameter file small enough for tests, built like the real ones (normalisation, resampling,
 # Original + LoG + Wavelet), on two cheap classes.
@@ -161,7 +163,7 @@ def reference_run(tmp_path_factory):
     params_file = root / "tiny_params.yaml"
     params_file.write_text(TINY_PARAMS)
     params = params_by_sequence({"params": {s: str(params_file) for s in schema.SEQUENCES}}, ["ct", "t2"])
-    result = extract_radiomics(manifest, params, root / "cache", {"scheduler": "synchronous"}, show_progress=False)
+    result = extract_radiomics(manifest, params, root / "cache", {"scheduler": "synchronous"}, **EXTRACTION)
     assert result.n_failed == 0 and result.n_recomputed == 12
     return SimpleNamespace(root=root, manifest=manifest, params=params, params_file=params_file, table=result.table)
 
@@ -169,10 +171,6 @@ def reference_run(tmp_path_factory):
 @pytest.fixture
 def compose_cfg() -> Callable[..., object]:
     """The real Hydra config with overrides, as `cagerisk radiomics overrides...` composes it."""
-    from hydra import compose, initialize_config_dir
+    from tests.conftest import compose_config
 
-    def make(overrides: list[str]):
-        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            return compose(config_name="config", overrides=list(overrides))
-
-    return make
+    return compose_config

@@ -12,6 +12,7 @@ import SimpleITK as sitk
 
 from cagerisk.radiomics import RadiomicsCache, extract_radiomics
 from cagerisk.radiomics.naming import feature_groups
+from tests.radiomics.conftest import EXTRACTION
 
 SERIAL = {"scheduler": "synchronous"}
 
@@ -20,7 +21,7 @@ def test_rerun_recomputes_nothing_and_gives_the_same_table(roi_cohort, tiny_para
     manifest = roi_cohort(n_patients=2)
     params = tiny_params()
     cache = tmp_path / "cache"
-    first = extract_radiomics(manifest, params, cache, SERIAL, show_progress=False)
+    first = extract_radiomics(manifest, params, cache, SERIAL, **EXTRACTION)
     # 2 patients x (ct vertebra, t2 vertebra, t2 disc)
     assert (first.n_rois, first.n_recomputed, first.n_cached, first.n_failed) == (6, 6, 0, 0)
     assert list(first.table["patient_id"]) == ["P000", "P001"]
@@ -28,7 +29,7 @@ def test_rerun_recomputes_nothing_and_gives_the_same_table(roi_cohort, tiny_para
     assert not first.table.isna().any().any()
 
     with caplog.at_level(logging.INFO, logger="cagerisk.radiomics"):
-        second = extract_radiomics(manifest, params, cache, SERIAL, show_progress=False)
+        second = extract_radiomics(manifest, params, cache, SERIAL, **EXTRACTION)
     assert (second.n_recomputed, second.n_cached) == (0, 6)
     assert "0 ROIs recomputed" in caplog.text
     # Cache round trip is exact: JSON floats are written with repr.
@@ -38,34 +39,34 @@ def test_rerun_recomputes_nothing_and_gives_the_same_table(roi_cohort, tiny_para
 def test_changed_setting_recomputes_only_its_sequence(roi_cohort, tiny_params, tmp_path):
     manifest = roi_cohort(n_patients=2)
     cache = tmp_path / "cache"
-    base = extract_radiomics(manifest, tiny_params(), cache, SERIAL, show_progress=False)
+    base = extract_radiomics(manifest, tiny_params(), cache, SERIAL, **EXTRACTION)
     changed = tiny_params(overrides={"ct": {"setting": {"binWidth": 10}}})
-    rerun = extract_radiomics(manifest, changed, cache, SERIAL, show_progress=False)
+    rerun = extract_radiomics(manifest, changed, cache, SERIAL, **EXTRACTION)
     assert (rerun.n_recomputed, rerun.n_cached) == (2, 4)  # the two CT ROIs only
     ct = [c for c in base.table.columns if c.startswith("ct_") and "firstorder_Entropy" in c]
     t2 = [c for c in base.table.columns if c.startswith("t2_")]
     assert not np.allclose(base.table[ct].to_numpy(), rerun.table[ct].to_numpy())  # binning changed entropy
     pd.testing.assert_frame_equal(base.table[t2], rerun.table[t2], check_exact=True)
     # Going back to the old settings finds their entries still cached.
-    back = extract_radiomics(manifest, tiny_params(), cache, SERIAL, show_progress=False)
+    back = extract_radiomics(manifest, tiny_params(), cache, SERIAL, **EXTRACTION)
     assert back.n_recomputed == 0
 
 
 def test_changed_image_recomputes_only_that_patient_and_sequence(roi_cohort, tiny_params, tmp_path):
     manifest = roi_cohort(n_patients=2)
     cache = tmp_path / "cache"
-    extract_radiomics(manifest, tiny_params(), cache, SERIAL, show_progress=False)
+    extract_radiomics(manifest, tiny_params(), cache, SERIAL, **EXTRACTION)
     path = manifest.loc[1, "t2_image"]
     image = sitk.ReadImage(path)
     sitk.WriteImage(image * 1.5, path, useCompression=True)
-    rerun = extract_radiomics(manifest, tiny_params(), cache, SERIAL, show_progress=False)
+    rerun = extract_radiomics(manifest, tiny_params(), cache, SERIAL, **EXTRACTION)
     assert (rerun.n_recomputed, rerun.n_cached) == (2, 4)  # P001's t2 vertebra and disc
 
 
 def test_damaged_cache_entry_is_recomputed(roi_cohort, tiny_params, tmp_path, caplog):
     manifest = roi_cohort(n_patients=1, sequences=("ct",))
     cache_dir = tmp_path / "cache"
-    first = extract_radiomics(manifest, tiny_params(("ct",)), cache_dir, SERIAL, show_progress=False)
+    first = extract_radiomics(manifest, tiny_params(("ct",)), cache_dir, SERIAL, **EXTRACTION)
     entries = list(cache_dir.rglob("*.json"))
     assert len(entries) == 1
     entry = json.loads(entries[0].read_text())
@@ -73,7 +74,7 @@ def test_damaged_cache_entry_is_recomputed(roi_cohort, tiny_params, tmp_path, ca
     assert entry["label_values"] == [3, 4, 5, 6]  # L3..S1 around the fused L4-L5
     entries[0].write_text(entries[0].read_text()[:100])  # truncated, as by a full disk
     with caplog.at_level(logging.WARNING):
-        rerun = extract_radiomics(manifest, tiny_params(("ct",)), cache_dir, SERIAL, show_progress=False)
+        rerun = extract_radiomics(manifest, tiny_params(("ct",)), cache_dir, SERIAL, **EXTRACTION)
     assert rerun.n_recomputed == 1 and "unreadable" in caplog.text
     pd.testing.assert_frame_equal(first.table, rerun.table, check_exact=True)
 
@@ -84,7 +85,7 @@ def test_cache_key_covers_patient_labels_and_hashes(roi_cohort, tiny_params, tmp
     from cagerisk.radiomics import build_roi_tasks, roi_cache_key
 
     manifest = roi_cohort(n_patients=1, sequences=("ct",))
-    tasks, failures = build_roi_tasks(manifest, tiny_params(("ct",)), ["ct"])
+    tasks, failures = build_roi_tasks(manifest, tiny_params(("ct",)), ["ct"], reader="1", check_geometry=True)
     assert not failures and len(tasks) == 1
     task = tasks[0]
     keys = {

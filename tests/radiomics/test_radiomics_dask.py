@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from cagerisk.radiomics import build_roi_tasks, extract_radiomics, map_rois
+from tests.radiomics.conftest import EXTRACTION
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -130,7 +131,11 @@ def test_extraction_through_a_dask_cluster_survives_a_killed_worker(reference_ru
     killer.start()
     try:
         result = extract_radiomics(
-            reference_run.manifest, reference_run.params, cache, {"scheduler": dask_cluster.address}, show_progress=False
+            reference_run.manifest,
+            reference_run.params,
+            cache,
+            {"scheduler": dask_cluster.address, "connect_timeout": "30s"},
+            **EXTRACTION,
         )
     finally:
         killer.join(timeout=150)
@@ -145,7 +150,7 @@ def test_extraction_through_a_dask_cluster_survives_a_killed_worker(reference_ru
 def test_map_rois_yields_every_roi_once(reference_run, dask_cluster):
     from distributed import Client
 
-    tasks, failures = build_roi_tasks(reference_run.manifest, reference_run.params, ["ct", "t2"])
+    tasks, failures = build_roi_tasks(reference_run.manifest, reference_run.params, ["ct", "t2"], reader="1", check_geometry=True)
     assert not failures
     with Client(dask_cluster.address, timeout="30s") as client:
         assert len(client.scheduler_info(n_workers=-1)["workers"]) >= 1

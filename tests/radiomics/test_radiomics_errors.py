@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
 
+from cagerisk.config import typed
+from cagerisk.config.pipeline import RadiomicsConfig
 from cagerisk.imaging.masks import EmptyRoiError, binary_roi_mask
-from cagerisk.radiomics import RadiomicsParamsError, extract_radiomics, sequence_params, write_stage_outputs
+from cagerisk.radiomics import RadiomicsParamsError, extract_radiomics, sequence_params
+from cagerisk.stages.radiomics import write_radiomics_outputs
+from tests.conftest import compose_config
+from tests.radiomics.conftest import EXTRACTION
 
 SERIAL = {"scheduler": "synchronous"}
 
@@ -40,7 +46,7 @@ def test_bad_rois_are_reported_and_the_rest_completes(roi_cohort, tiny_params, t
         fh.write(b"not a nifti file")
     os.remove(manifest.loc[4, "t2_mask"])
 
-    result = extract_radiomics(manifest, tiny_params(), tmp_path / "cache", SERIAL, show_progress=False)
+    result = extract_radiomics(manifest, tiny_params(), tmp_path / "cache", SERIAL, **EXTRACTION)
 
     failures = result.failures.set_index(["patient_id", "sequence", "roi"])
     assert set(failures.index) == {
@@ -71,17 +77,14 @@ def test_bad_rois_are_reported_and_the_rest_completes(roi_cohort, tiny_params, t
     assert table.loc[["P003", "P004", "P005"], ct_cols].notna().all().all()
 
     # Policy `error`: failures CSV and summary, no table; `nan`: the table with its holes.
-    cfg = {
-        "output": str(tmp_path / "out" / "radiomics.parquet"),
-        "failures": str(tmp_path / "out" / "radiomics_failures.csv"),
-        "summary": str(tmp_path / "out" / "radiomics_summary.json"),
-        "on_failure": "error",
-    }
-    outputs = write_stage_outputs(result, cfg)
+    out = tmp_path / "out"
+    config = typed(compose_config([f"paths.data={out}"]).radiomics, RadiomicsConfig, "radiomics")
+    config = replace(config, output=f"{out}/radiomics.parquet", failures=f"{out}/radiomics_failures.csv")
+    outputs = write_radiomics_outputs(result, config)
     assert "table" not in outputs and not (tmp_path / "out" / "radiomics.parquet").exists()
     written = pd.read_csv(outputs["failures"])
     assert len(written) == 7 and list(written.columns[:3]) == ["patient_id", "sequence", "roi"]
-    outputs = write_stage_outputs(result, {**cfg, "on_failure": "nan"})
+    outputs = write_radiomics_outputs(result, replace(config, on_failure="nan"))
     back = pd.read_parquet(outputs["table"])
     pd.testing.assert_frame_equal(back, result.table, check_exact=True)
 
@@ -91,7 +94,7 @@ def test_without_geometry_check_pyradiomics_resamples_inside_and_rejects_outside
     _rewrite_mask(manifest.loc[0, "ct_mask"], spacing=(1.1, 1.1, 1.4))  # inside the image: resampled
     _rewrite_mask(manifest.loc[1, "ct_mask"], origin=(500.0, 0.0, 0.0))  # outside: fails
     result = extract_radiomics(
-        manifest, tiny_params(("ct",)), tmp_path / "cache", SERIAL, show_progress=False, check_geometry=False
+        manifest, tiny_params(("ct",)), tmp_path / "cache", SERIAL, **{**EXTRACTION, "check_geometry": False}
     )
     assert result.failures[["patient_id", "sequence", "roi"]].values.tolist() == [["P001", "ct", "vertebra"]]
     assert "larger than image space" in result.failures.loc[0, "error"]
@@ -100,11 +103,11 @@ def test_without_geometry_check_pyradiomics_resamples_inside_and_rejects_outside
 def test_bad_manifest_and_settings_name_what_is_wrong(roi_cohort, tiny_params, tmp_path):
     manifest = roi_cohort(n_patients=2, sequences=("ct",))
     manifest.loc[1, "fused_levels"] = "L9-L10"
-    result = extract_radiomics(manifest, tiny_params(("ct",)), tmp_path / "cache", SERIAL, show_progress=False)
+    result = extract_radiomics(manifest, tiny_params(("ct",)), tmp_path / "cache", SERIAL, **EXTRACTION)
     assert result.failures["patient_id"].tolist() == ["P001"]
     assert "L9-L10" in result.failures.loc[0, "error"]
     with pytest.raises(ValueError, match="duplicated patient_id"):
-        extract_radiomics(pd.concat([manifest, manifest]), tiny_params(("ct",)), tmp_path / "c", SERIAL)
+        extract_radiomics(pd.concat([manifest, manifest]), tiny_params(("ct",)), tmp_path / "c", SERIAL, **EXTRACTION)
     bad = tmp_path / "bad.yaml"
     bad.write_text("setting:\n  binWidth: -3\n")
     with pytest.raises(RadiomicsParamsError, match="bad.yaml"):

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 
-from cagerisk.radiomics.stage import radiomics_manifest_path, with_feature_ct_masks
+from cagerisk.radiomics.extraction import radiomics_manifest_path, with_feature_ct_masks
 
 
 def _segment_manifest() -> pd.DataFrame:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from cagerisk.cohort import schema
@@ -18,15 +17,14 @@ from cagerisk.radiomics import (
     prefixed_features,
     settings_hash,
 )
+from tests.conftest import compose_config
 
 REPO = Path(__file__).resolve().parents[2]
 SEVEN_CLASSES = {"shape", "firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm"}
 
 
 def _radiomics_cfg(*overrides: str) -> dict:
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides))
-    return OmegaConf.to_container(cfg.radiomics, resolve=True)  # type: ignore[return-value]
+    return OmegaConf.to_container(compose_config(list(overrides)).radiomics, resolve=True)  # type: ignore[return-value]
 
 
 def test_real_parameter_files_state_the_study_settings():

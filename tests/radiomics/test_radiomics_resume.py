@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from cagerisk.radiomics import extract_radiomics
+from tests.radiomics.conftest import EXTRACTION
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -24,7 +25,10 @@ CHILD = textwrap.dedent(
 
     manifest_csv, params_file, cache_dir = sys.argv[1:4]
     params = params_by_sequence({"params": {"ct": params_file, "t2": params_file}}, ["ct", "t2"])
-    extract_radiomics(pd.read_csv(manifest_csv), params, cache_dir, {"scheduler": "synchronous"}, show_progress=False)
+    extract_radiomics(
+        pd.read_csv(manifest_csv), params, cache_dir, {"scheduler": "synchronous"},
+        sequences=None, reader="1", show_progress=False, check_geometry=True,
+    )
     """
 )
 
@@ -49,8 +53,6 @@ def test_killed_run_resumes_without_losing_finished_rois(reference_run, tmp_path
     done = len(list(cache.rglob("*.json")))
     assert 3 <= done < 12, f"{done} ROIs finished before the kill; the test needs a run cut part-way"
 
-    resumed = extract_radiomics(
-        reference_run.manifest, reference_run.params, cache, {"scheduler": "synchronous"}, show_progress=False
-    )
+    resumed = extract_radiomics(reference_run.manifest, reference_run.params, cache, {"scheduler": "synchronous"}, **EXTRACTION)
     assert (resumed.n_cached, resumed.n_recomputed, resumed.n_failed) == (done, 12 - done, 0)
     pd.testing.assert_frame_equal(resumed.table, reference_run.table, check_exact=True)

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from cagerisk.radiomics import RadiomicsStageError, run_radiomics_stage
 from cagerisk.radiomics.naming import feature_groups
+from cagerisk.stages.radiomics import RadiomicsStageError, run_radiomics_stage
 
 pytestmark = pytest.mark.timeout(300)
 REPO = Path(__file__).resolve().parents[2]

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+from tests.conftest import compose_config
 
 # Shrout & Fleiss (1979), Table 2: 6 targets rated by 4 judges. Their Table 4 gives
 # ICC(1,1) = 0.17, ICC(2,1) = 0.29, ICC(3,1) = 0.71.
@@ -40,10 +39,8 @@ featureClass:
 
 
 def compose_with_reproducibility(overrides: list[str]) -> DictConfig:
-    """The config `cagerisk reproducibility` composes; adds the group while conf/config.yaml lacks it."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        extra = [] if "reproducibility" in compose(config_name="config") else ["+reproducibility=default"]
-        return compose(config_name="config", overrides=[*extra, *overrides])
+    """The config `cagerisk reproducibility` composes."""
+    return compose_config(overrides)
 
 
 def write_cheap_params(folder: Path) -> Path:

@@ -16,9 +16,10 @@ import SimpleITK as sitk
 from repro_helpers import compose_with_reproducibility, stage_overrides
 
 from cagerisk.cohort.manifest import load_manifest
-from cagerisk.radiomics.stage import run_radiomics_stage
-from cagerisk.reproducibility import ReproducibilityStageError, run_reproducibility_stage
+from cagerisk.reproducibility import ReproducibilityStageError
 from cagerisk.reproducibility.icc import ICC_COLUMNS
+from cagerisk.stages.radiomics import run_radiomics_stage
+from cagerisk.stages.reproducibility import run_reproducibility_stage
 
 pytestmark = pytest.mark.slow
 
@@ -260,7 +261,7 @@ def test_selection_with_and_without_the_stage_icc_table(stage_runs):
 
 
 def test_second_reader_patients_by_sequence_and_split():
-    from cagerisk.reproducibility.stage import second_reader_patients, second_reader_sequences
+    from cagerisk.reproducibility.interobserver import second_reader_patients, second_reader_sequences
 
     manifest = pd.DataFrame(
         {

@@ -12,7 +12,8 @@ import SimpleITK as sitk
 import torch
 
 from cagerisk.cohort.manifest import load_manifest
-from cagerisk.segment import ct_mask_for_features, ct_mask_sources, run_segment_stage, segment_ct
+from cagerisk.segment import ct_mask_for_features, ct_mask_sources, segment_ct
+from cagerisk.stages.segment import run_segment_stage
 
 TINY_UNET = [
     "segment.net.channels=[4,8,16]",
@@ -94,6 +95,23 @@ def test_missing_columns_and_model_are_clear_errors(tmp_path: Path, make_config)
         run_segment_stage(make_config(f"segment.manifest={manifest}"))
     with pytest.raises(FileNotFoundError, match=r"segmentation model .*nothing\.pt does not exist"):
         segment_ct(tmp_path / "ct.nii.gz", tmp_path / "nothing.pt")
+
+
+@pytest.mark.slow
+def test_a_ct_that_fails_to_segment_names_the_patient_and_keeps_the_model(tiny_cohort: Path, make_config, tmp_path: Path):
+    frame = load_manifest(tiny_cohort / "cohort" / "manifest.csv")
+    broken = tmp_path / "broken_ct.nii.gz"
+    broken.write_bytes(b"not a nifti image")
+    victim = frame.index[frame["split"] == "test"][0]
+    frame.loc[victim, "ct_image"] = str(broken)
+    manifest = tmp_path / "manifest.csv"
+    frame.to_csv(manifest, index=False)
+    cfg = make_config(f"segment.manifest={manifest}", "segment.trainer.max_epochs=1", "tracking.enabled=false", *TINY_UNET)
+    with pytest.raises(RuntimeError, match=rf"patient {frame.loc[victim, 'patient_id']}: segmenting CT .*broken_ct"):
+        run_segment_stage(cfg)
+    # The trained network was saved before inference: fixing the input needs no retraining to score.
+    assert Path(cfg.segment.model_path).is_file()
+    segment_ct(frame.loc[frame.index[0], "ct_image"], cfg.segment.model_path)
 
 
 def test_ct_mask_sources():

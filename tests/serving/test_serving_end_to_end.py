@@ -61,10 +61,10 @@ STAGE_OVERRIDES = [
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory):
     """Cohort -> radiomics -> deep -> signatures -> combined -> register, at tiny sizes."""
-    from cagerisk.cohort.stage import run_cohort_stage
-    from cagerisk.deep.stage import run_deep_stage
-    from cagerisk.radiomics import run_radiomics_stage
+    from cagerisk.stages.cohort import run_cohort_stage
     from cagerisk.stages.combined import run_combined_stage
+    from cagerisk.stages.deep import run_deep_stage
+    from cagerisk.stages.radiomics import run_radiomics_stage
     from cagerisk.stages.register import run_register_stage
     from cagerisk.stages.signatures import run_signatures_stage
 

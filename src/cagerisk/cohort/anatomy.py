@@ -110,7 +110,15 @@ class SpineAnatomy:
 
         self._muscles(x, y, z, yc, tissue, label)
 
-        # Canal and posterior arch, continuous along the spine (arch bone only at body levels).
+        self._posterior(x, y, z, yc, tissue, label)
+        self._bodies(x, y, z, yc, tissue, label, endplate_dist)
+        self._discs(x, y, z, yc, tissue, label)
+        return tissue, label, endplate_dist
+
+    def _posterior(
+        self, x: np.ndarray, y: np.ndarray, z: np.ndarray, yc: np.ndarray, tissue: np.ndarray, label: np.ndarray
+    ) -> None:
+        """Canal and posterior arch, continuous along the spine (arch bone only at body levels)."""
         canal_y = yc + float(np.mean(self.half_depth)) + 11.0
         in_span = (z <= self.z_top + 4.0) & (z >= self.z_bottom - 4.0)
         canal_r = (x / 10.0) ** 2 + ((y - canal_y) / 7.5) ** 2
@@ -127,7 +135,17 @@ class SpineAnatomy:
         tissue[canal] = CSF
         label[canal] = 0
 
-        # Vertebral bodies (concave "waist"), cortex and endplates.
+    def _bodies(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        z: np.ndarray,
+        yc: np.ndarray,
+        tissue: np.ndarray,
+        label: np.ndarray,
+        endplate_dist: np.ndarray,
+    ) -> None:
+        """Vertebral bodies (concave "waist"), cortex and endplates."""
         for k, name in enumerate(VERTEBRAE):
             top, h = float(self.body_top[k]), float(self.body_height[k])
             slab = (z <= top) & (z >= top - h)
@@ -151,7 +169,8 @@ class SpineAnatomy:
             label[idx] = LABELS[f"vertebra_{name}"]
             endplate_dist[idx] = dist_end
 
-        # Discs: bulging slightly beyond the bodies, nucleus in the middle.
+    def _discs(self, x: np.ndarray, y: np.ndarray, z: np.ndarray, yc: np.ndarray, tissue: np.ndarray, label: np.ndarray) -> None:
+        """Discs: bulging slightly beyond the bodies, nucleus in the middle."""
         for j, level in enumerate(LEVELS):
             bottom, top = self.disc_bounds(j)
             slab = (z < top) & (z > bottom)
@@ -168,7 +187,6 @@ class SpineAnatomy:
             t = np.where(nucleus, NUCLEUS, ANNULUS).astype(np.uint8)
             tissue[idx] = t
             label[idx] = LABELS[f"disc_{level}"]
-        return tissue, label, endplate_dist
 
     def _muscles(
         self, x: np.ndarray, y: np.ndarray, z: np.ndarray, yc: np.ndarray, tissue: np.ndarray, label: np.ndarray

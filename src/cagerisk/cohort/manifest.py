@@ -7,7 +7,6 @@ field, so a data manager can fix a real cohort in one pass; rows without problem
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -28,6 +27,7 @@ from cagerisk.cohort.schema import (
     SPLITS,
     allowed_label_values,
     image_column,
+    is_blank,
     mask_column,
     parse_levels,
     roi_label_values,
@@ -78,7 +78,7 @@ def resolve_paths(frame: pd.DataFrame, base_dir: str | Path) -> pd.DataFrame:
     base = Path(base_dir).resolve()
     out = frame.copy()
     for col in path_columns(out):
-        out[col] = [None if _blank(v) else str(Path(v) if Path(str(v)).is_absolute() else base / str(v)) for v in out[col]]
+        out[col] = [None if is_blank(v) else str(Path(v) if Path(str(v)).is_absolute() else base / str(v)) for v in out[col]]
     return out
 
 
@@ -90,10 +90,6 @@ def load_manifest(path: str | Path) -> pd.DataFrame:
     if missing:
         raise ManifestError(f"{p}: missing column(s) {missing}")
     return resolve_paths(frame, p.parent)
-
-
-def _blank(value: object) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
 
 
 # ---- clinical checks -----------------------------------------------------------------------------
@@ -108,7 +104,7 @@ def check_clinical(row: pd.Series, pid: str) -> tuple[dict[str, object], list[Ma
         if var.name == "n_levels":
             continue  # derived from fused_levels below
         value = row.get(var.name)
-        if _blank(value):
+        if is_blank(value):
             issues.append(ManifestIssue(pid, var.name, "missing value"))
             continue
         if var.name == "sex":
@@ -137,19 +133,19 @@ def check_clinical(row: pd.Series, pid: str) -> tuple[dict[str, object], list[Ma
         clean["fused_levels"] = ";".join(levels)
         clean["n_levels"] = len(levels)
         given = row.get("n_levels")
-        if not _blank(given) and float(given) != len(levels):
+        if not is_blank(given) and float(given) != len(levels):
             issues.append(ManifestIssue(pid, "n_levels", f"{given!r} but fused_levels lists {len(levels)} level(s)"))
     except ValueError as err:
         issues.append(ManifestIssue(pid, "fused_levels", str(err)))
     outcome = row.get(OUTCOME)
-    if _blank(outcome) or str(outcome).strip() not in {"0", "1", "0.0", "1.0"}:
+    if is_blank(outcome) or str(outcome).strip() not in {"0", "1", "0.0", "1.0"}:
         issues.append(ManifestIssue(pid, OUTCOME, f"{outcome!r} is not 0/1"))
     else:
         clean[OUTCOME] = int(float(outcome))
-    if "split" in row.index and not _blank(row.get("split")) and str(row["split"]).strip() not in SPLITS:
+    if "split" in row.index and not is_blank(row.get("split")) and str(row["split"]).strip() not in SPLITS:
         issues.append(ManifestIssue(pid, "split", f"{row['split']!r} is not one of {list(SPLITS)}"))
     for col in row.index:
-        if not str(col).startswith(READER_PREFIX) or _blank(row[col]):
+        if not str(col).startswith(READER_PREFIX) or is_blank(row[col]):
             continue
         try:
             value = float(row[col])
@@ -195,7 +191,7 @@ def check_images(row: pd.Series, pid: str, fused_levels: str | None) -> list[Man
     issues: list[ManifestIssue] = []
     for seq in SEQUENCES:
         img_col = image_column(seq)
-        if _blank(row.get(img_col)):
+        if is_blank(row.get(img_col)):
             issues.append(ManifestIssue(pid, img_col, "missing path"))
             continue
         try:
@@ -208,7 +204,7 @@ def check_images(row: pd.Series, pid: str, fused_levels: str | None) -> list[Man
             continue
         for reader in (1, 2):
             col = mask_column(seq, reader)
-            if col not in row.index or _blank(row.get(col)):
+            if col not in row.index or is_blank(row.get(col)):
                 if reader == 1:
                     issues.append(ManifestIssue(pid, col, "missing path"))
                 continue
@@ -253,14 +249,14 @@ def validate_manifest(frame: pd.DataFrame, base_dir: str | Path, images: bool = 
     seen: set[str] = set()
     cleaned: list[dict[str, object]] = []
     for i, row in frame.iterrows():
-        pid = ids[i] if not _blank(row[ID]) else f"<row {i + 2}>"
+        pid = ids[i] if not is_blank(row[ID]) else f"<row {i + 2}>"
         row_issues: list[ManifestIssue] = []
-        if _blank(row[ID]):
+        if is_blank(row[ID]):
             row_issues.append(ManifestIssue(pid, ID, "missing patient id"))
         elif pid in seen:
             row_issues.append(ManifestIssue(pid, ID, "duplicate patient id"))
         seen.add(pid)
-        if _blank(row.get("center")):
+        if is_blank(row.get("center")):
             row_issues.append(ManifestIssue(pid, "center", "missing value"))
         clean, clinical_issues = check_clinical(row, pid)
         row_issues.extend(clinical_issues)
@@ -297,7 +293,7 @@ def relative_paths(frame: pd.DataFrame, base_dir: str | Path) -> pd.DataFrame:
     for col in path_columns(out):
         values = []
         for v in out[col]:
-            if _blank(v):
+            if is_blank(v):
                 values.append(None)
                 continue
             p = Path(str(v))

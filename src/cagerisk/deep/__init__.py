@@ -1,7 +1,7 @@
 """ViT-3D deep radiomics: LightningModule and DataModule, pretrained-weight loading, embedding export.
 
 Names are imported on first use (PEP 562): importing one light module of this package (what a
-served model unpickles) does not import the others (stages, training, tracking).
+served model unpickles) does not import the others (training, Lightning, MLflow).
 """
 
 from __future__ import annotations
@@ -33,8 +33,11 @@ _EXPORTS: dict[str, str] = {
     "PretrainedLoadError": "cagerisk.deep.pretrained",
     "PretrainedReport": "cagerisk.deep.pretrained",
     "load_pretrained": "cagerisk.deep.pretrained",
-    "deep_inputs": "cagerisk.deep.stage",
-    "run_deep_stage": "cagerisk.deep.stage",
+    "build_network": "cagerisk.deep.finetune",
+    "deep_inputs": "cagerisk.deep.finetune",
+    "embed_cohort": "cagerisk.deep.finetune",
+    "fine_tune": "cagerisk.deep.finetune",
+    "preprocess_inputs": "cagerisk.deep.finetune",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -24,7 +24,7 @@ import torch
 from rich.progress import Progress
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
-from cagerisk.cohort.schema import ID, OUTCOME, image_column, mask_column
+from cagerisk.cohort.schema import ID, OUTCOME, image_column, is_blank, mask_column
 from cagerisk.deep.preprocess import CACHE_VERSION, PreprocessSettings, preprocess_volume  # noqa: F401 (re-exported)
 from cagerisk.imaging.transforms import augment_transforms
 from cagerisk.segment.manifest import ct_mask_for_features
@@ -44,10 +44,6 @@ log = logging.getLogger(__name__)
 
 class PreprocessError(ValueError):
     """One or more inputs could not be preprocessed; the message lists every one."""
-
-
-def _present(value: Any) -> bool:
-    return value is not None and not (isinstance(value, float) and np.isnan(value)) and str(value).strip() != ""
 
 
 def mask_paths(frame: pd.DataFrame, sequence: str) -> pd.Series:
@@ -144,7 +140,7 @@ def preprocess_cohort(
             raise PreprocessError(f"manifest has no {image_column(seq)}/{mask_column(seq)} column for input {seq}")
         masks = mask_paths(frame, seq)
         for (_, row), mask in zip(frame.iterrows(), masks, strict=True):
-            if not (_present(row[image_column(seq)]) and _present(mask)):
+            if not (not is_blank(row[image_column(seq)]) and not is_blank(mask)):
                 skipped.append(f"{row[ID]}/{seq}")
                 continue
             jobs.append(
@@ -184,7 +180,7 @@ def preprocess_cohort(
                     {
                         "image": cube,
                         "input_index": index[(result["sequence"], roi)],
-                        "label": float(label) if _present(label) else float("nan"),
+                        "label": float(label) if not is_blank(label) else float("nan"),
                         ID: result[ID],
                         "split": result["split"],
                         "sequence": result["sequence"],

@@ -78,5 +78,5 @@ def build_deep_net(deep_cfg: Mapping[str, Any], inputs: Sequence[Sequence[str]])
     backbone = instantiate(deep_cfg["backbone"], _convert_="all")
     if not isinstance(backbone, ViT):
         raise TypeError(f"deep.backbone must build a monai.networks.nets.ViT, got {type(backbone).__name__}")
-    head = deep_cfg.get("head", {}) or {}
-    return DeepRadiomicsNet(backbone, inputs, embed_dim=int(head.get("embed_dim", 16)), dropout=float(head.get("dropout", 0.1)))
+    head = deep_cfg["head"]
+    return DeepRadiomicsNet(backbone, inputs, embed_dim=head["embed_dim"], dropout=head["dropout"])

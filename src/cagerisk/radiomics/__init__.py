@@ -1,4 +1,4 @@
-"""PyRadiomics extraction per (patient, sequence, ROI): naming, parameters, cache, dask map, stage.
+"""PyRadiomics extraction per (patient, sequence, ROI): naming, parameters, cache, dask map, the wide table.
 
 Names are imported on first use (PEP 562): importing one light module of this package (what a
 served model unpickles) does not import the others (stages, training, tracking).
@@ -34,13 +34,11 @@ _EXPORTS: dict[str, str] = {
     "params_by_sequence": "cagerisk.radiomics.params",
     "sequence_params": "cagerisk.radiomics.params",
     "settings_hash": "cagerisk.radiomics.params",
-    "RadiomicsExtraction": "cagerisk.radiomics.stage",
-    "RadiomicsStageError": "cagerisk.radiomics.stage",
-    "build_roi_tasks": "cagerisk.radiomics.stage",
-    "extract_radiomics": "cagerisk.radiomics.stage",
-    "radiomics_table": "cagerisk.radiomics.stage",
-    "run_radiomics_stage": "cagerisk.radiomics.stage",
-    "write_stage_outputs": "cagerisk.radiomics.stage",
+    "RadiomicsExtraction": "cagerisk.radiomics.extraction",
+    "build_roi_tasks": "cagerisk.radiomics.extraction",
+    "extract_radiomics": "cagerisk.radiomics.extraction",
+    "radiomics_table": "cagerisk.radiomics.extraction",
+    "selected_sequences": "cagerisk.radiomics.extraction",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

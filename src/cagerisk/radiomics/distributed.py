@@ -109,7 +109,9 @@ def _client(compute_cfg: Mapping[str, Any], scheduler: Any, n_tasks: int | None)
     if dask_logger.getEffectiveLevel() < logging.WARNING:
         dask_logger.setLevel(logging.WARNING)
     if scheduler:
-        timeout = compute_cfg.get("connect_timeout", "30s")
+        timeout = compute_cfg.get("connect_timeout")
+        if not timeout:  # None would make dask wait for the scheduler forever
+            raise ValueError(f"compute.connect_timeout is not set: how long to wait for the dask scheduler {scheduler}")
         log.info("connecting to dask scheduler %s", scheduler)
         with Client(str(scheduler), timeout=timeout) as client:
             n = len(client.scheduler_info(n_workers=-1).get("workers", {}))

@@ -9,12 +9,11 @@ from cagerisk.reproducibility.agreement import (
     summarise_agreement,
 )
 from cagerisk.reproducibility.icc import ICC_COLUMNS, STATUSES, feature_icc, two_way_icc
-from cagerisk.reproducibility.stage import (
+from cagerisk.reproducibility.interobserver import (
     Reproducibility,
     ReproducibilityStageError,
     icc_table,
     run_reproducibility,
-    run_reproducibility_stage,
 )
 from cagerisk.reproducibility.summary import KOO_LI_BANDS, plot_icc_histograms, summarise_icc
 
@@ -33,7 +32,6 @@ __all__ = [
     "mask_agreement_table",
     "plot_icc_histograms",
     "run_reproducibility",
-    "run_reproducibility_stage",
     "summarise_agreement",
     "summarise_icc",
     "two_way_icc",

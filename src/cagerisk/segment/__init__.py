@@ -1,7 +1,7 @@
 """CT vertebral-body segmentation: MONAI 3D U-Net training, sliding-window inference, Dice.
 
 Names are imported on first use (PEP 562): importing one light module of this package (what a
-served model unpickles) does not import the others (stages, training, tracking).
+served model unpickles) does not import the others (training, Lightning).
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ _EXPORTS: dict[str, str] = {
     "label_vertebrae_bottom_up": "cagerisk.segment.model",
     "load_bundle": "cagerisk.segment.model",
     "save_bundle": "cagerisk.segment.model",
-    "run_segment_stage": "cagerisk.segment.stage",
+    "dice_metrics": "cagerisk.segment.segmentation",
+    "segment_cohort": "cagerisk.segment.segmentation",
+    "train_segmenter": "cagerisk.segment.segmentation",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -18,15 +18,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from cagerisk.atomic import write_frame_atomic
 from cagerisk.cohort.manifest import path_columns
+from cagerisk.cohort.schema import is_blank
 
 __all__ = ["PREDICTED", "MANUAL", "ct_mask_for_features", "ct_mask_sources", "write_segment_manifest"]
 
 PREDICTED, MANUAL = "predicted", "manual"
-
-
-def _present(value: object) -> bool:
-    return value is not None and not (isinstance(value, float) and value != value) and str(value).strip() != ""
 
 
 def ct_mask_sources(frame: pd.DataFrame, preference: str) -> list[str]:
@@ -36,7 +34,7 @@ def ct_mask_sources(frame: pd.DataFrame, preference: str) -> list[str]:
     manual = frame["ct_mask"] if "ct_mask" in frame.columns else pd.Series([None] * len(frame), index=frame.index)
     if preference == PREDICTED:
         return [PREDICTED] * len(frame)
-    return [MANUAL if _present(v) else PREDICTED for v in manual]
+    return [MANUAL if not is_blank(v) else PREDICTED for v in manual]
 
 
 def ct_mask_for_features(frame: pd.DataFrame) -> pd.Series:
@@ -54,8 +52,6 @@ def write_segment_manifest(frame: pd.DataFrame, path: str | Path) -> Path:
     base = out_path.parent.resolve()
     out = frame.copy()
     for col in path_columns(out):
-        out[col] = [os.path.relpath(str(v), base) if _present(v) else None for v in out[col]]
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    out.to_csv(tmp, index=False)
-    tmp.replace(out_path)
+        out[col] = [os.path.relpath(str(v), base) if not is_blank(v) else None for v in out[col]]
+    write_frame_atomic(out, out_path)
     return out_path

@@ -1,4 +1,8 @@
-"""Lightning ``Trainer`` construction shared by the segment and deep stages."""
+"""Lightning ``Trainer`` construction shared by the segment and deep libraries.
+
+A core module (it imports nothing of cagerisk) so that ``cagerisk.segment`` and ``cagerisk.deep``, which
+may not import each other, share one way of seeding, checkpointing and resuming.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,18 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, RichProgressBar
 
-__all__ = ["checkpoint_callbacks", "gpu_available", "make_trainer", "resolve_resume"]
+__all__ = ["checkpoint_callbacks", "gpu_available", "make_trainer", "resolve_resume", "seed_training"]
 
 log = logging.getLogger(__name__)
+
+
+def seed_training(seed: int, torch_threads: int | None) -> None:
+    """Seed Python, numpy and torch (and dataloader workers) and set torch's intra-op threads
+    (``None``: torch's own choice). Called before the stage's MLflow run opens, as it always was, so
+    that the networks' initial weights do not depend on what opening the run draws."""
+    L.seed_everything(seed, workers=True, verbose=False)
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
 
 
 def gpu_available(trainer_cfg: Mapping[str, Any]) -> bool:

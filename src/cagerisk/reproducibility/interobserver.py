@@ -1,11 +1,12 @@
-"""The reproducibility stage: second-reader radiomics, feature ICCs, mask agreement, one MLflow run.
+"""Inter-observer reproducibility as tables: second-reader radiomics, feature ICCs, mask agreement.
 
 Flow: manifest -> patients with second-reader masks (``{seq}_mask_r2``) -> their radiomics on the
 second reader's masks through the radiomics stage's own ``extract_radiomics(reader=2)`` (same
 parameters, cache and dask map as reader 1) -> reader-1 values of the same patients from
 ``radiomics.parquet`` -> ICC(2,1), ICC(3,1) with 95 % CI for every feature of that table ->
 ``{paths.features}/icc.parquet``; Dice and Hausdorff between the readers' masks per patient and ROI;
-per-ROI summaries and histograms under ``reproducibility.report_dir``; all logged to MLflow.
+per-ROI summaries. ``run_reproducibility`` returns them (no files but the radiomics cache, no MLflow);
+``cagerisk.stages.reproducibility`` writes them under ``reproducibility.report_dir`` and logs them.
 
 A second-reader ROI that fails (mask not on its image's grid, empty, unreadable) is reported with
 patient, sequence and ROI; every other ROI is still extracted and cached. With
@@ -15,7 +16,6 @@ patient, sequence and ROI; every other ROI is still extracted and cached. With
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -26,23 +26,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cagerisk.atomic import write_frame_atomic
 from cagerisk.cohort import schema
 from cagerisk.radiomics import (
     RadiomicsExtraction,
     RadiomicsParams,
     extract_radiomics,
     feature_groups,
-    params_by_sequence,
 )
 from cagerisk.reproducibility.agreement import mask_agreement_table, summarise_agreement
 from cagerisk.reproducibility.icc import feature_icc
-from cagerisk.reproducibility.summary import feature_parts, plot_icc_histograms, summarise_icc
+from cagerisk.reproducibility.summary import feature_parts, summarise_icc
 
 log = logging.getLogger(__name__)
 
-ON_FAILURE = ("error", "skip")
-READER1_SOURCES = ("table", "extract")
 FAILURE_COLUMNS = ("patient_id", "sequence", "roi", "step", "error_type", "error", "image", "mask")
 
 
@@ -99,13 +95,9 @@ class Reproducibility:
         return {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(float(v))}
 
 
-def _blank(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value)) or not str(value).strip()
-
-
 def second_reader_sequences(row: pd.Series, sequences: Sequence[str]) -> tuple[str, ...]:
     """Sequences of one manifest row that have a second-reader mask."""
-    return tuple(s for s in sequences if not _blank(row.get(schema.mask_column(s, 2))))
+    return tuple(s for s in sequences if not schema.is_blank(row.get(schema.mask_column(s, 2))))
 
 
 def second_reader_patients(manifest: pd.DataFrame, sequences: Sequence[str], splits: Sequence[str] | None = None) -> pd.DataFrame:
@@ -126,8 +118,8 @@ def extract_by_reader(
     reader: int,
     cache_dir: str | Path,
     compute_cfg: Mapping[str, Any] | None,
-    show_progress: bool = True,
-    check_geometry: bool = True,
+    show_progress: bool,
+    check_geometry: bool,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
     """Radiomics of one reader's masks for the ROIs that have a second-reader mask, via ``extract_radiomics``.
 
@@ -199,7 +191,7 @@ def check_same_features(reader1: pd.DataFrame, reader2: pd.DataFrame, source: st
             )
 
 
-def icc_table(reader1: pd.DataFrame, reader2: pd.DataFrame, alpha: float = 0.05, min_patients: int = 3) -> pd.DataFrame:
+def icc_table(reader1: pd.DataFrame, reader2: pd.DataFrame, alpha: float, min_patients: int) -> pd.DataFrame:
     """ICC of every feature column of ``reader1`` (patients as index); reader-2 columns it lacks are NaN."""
     reader2 = reader2.reindex(index=reader1.index, columns=reader1.columns)
     icc = feature_icc([reader1, reader2], alpha=alpha, min_targets=min_patients)
@@ -226,13 +218,14 @@ def run_reproducibility(
     sequences: Sequence[str],
     reader1: pd.DataFrame | str | Path | None,
     cache_dir: str | Path,
-    compute_cfg: Mapping[str, Any] | None = None,
-    alpha: float = 0.05,
-    min_patients: int = 3,
-    threshold: float = 0.75,
-    splits: Sequence[str] | None = None,
-    show_progress: bool = True,
-    check_geometry: bool = True,
+    compute_cfg: Mapping[str, Any] | None,
+    *,
+    alpha: float,
+    min_patients: int,
+    threshold: float,
+    splits: Sequence[str] | None,
+    show_progress: bool,
+    check_geometry: bool,
 ) -> Reproducibility:
     """Second-reader radiomics, ICC per feature and mask agreement (no files, no MLflow).
 
@@ -297,96 +290,4 @@ def run_reproducibility(
         len(failures),
         result.seconds,
     )
-    return result
-
-
-def write_outputs(result: Reproducibility, rcfg: Mapping[str, Any], threshold: float, complete: bool) -> dict[str, Path]:
-    """Failures always; the ICC table, reader-2 features, summaries and plot only when ``complete``."""
-    report_dir = Path(str(rcfg["report_dir"]))
-    outputs = {"failures": write_frame_atomic(result.failures, report_dir / "failures.csv")}
-    if not complete:
-        return outputs
-    outputs["icc"] = write_frame_atomic(result.icc, Path(str(rcfg["output"])))
-    outputs["reader2"] = write_frame_atomic(result.reader2, Path(str(rcfg["reader2_output"])))
-    outputs["summary"] = write_frame_atomic(result.summary, report_dir / "icc_summary.csv")
-    outputs["agreement"] = write_frame_atomic(result.agreement, report_dir / "mask_agreement.csv")
-    outputs["agreement_summary"] = write_frame_atomic(result.agreement_summary, report_dir / "mask_agreement_summary.csv")
-    outputs["histogram"] = report_dir / "icc_histogram.png"
-    plot_icc_histograms(result.icc, threshold, outputs["histogram"])
-    metrics_path = report_dir / "metrics.json"
-    metrics_path.write_text(json.dumps(result.metrics(threshold), indent=2, sort_keys=True) + "\n")
-    outputs["metrics"] = metrics_path
-    return outputs
-
-
-def _log_to_mlflow(result: Reproducibility, outputs: Mapping[str, Path], threshold: float) -> None:
-    import mlflow
-
-    mlflow.log_metrics(result.metrics(threshold))
-    for _name, path in outputs.items():
-        if path.exists():
-            mlflow.log_artifact(str(path), "reproducibility")
-
-
-def run_reproducibility_stage(cfg: Any) -> Reproducibility:
-    """``cagerisk reproducibility``: ICC table, mask agreement and summaries, in one MLflow run."""
-    from omegaconf import OmegaConf
-
-    from cagerisk.cohort.manifest import load_manifest
-    from cagerisk.radiomics.stage import selected_sequences
-    from cagerisk.tracking import stage_run
-
-    if "reproducibility" not in cfg:
-        raise ValueError(
-            "config has no `reproducibility` group: add `- reproducibility: default` to conf/config.yaml's "
-            "defaults, or pass +reproducibility=default"
-        )
-    rcfg = OmegaConf.to_container(cfg.reproducibility, resolve=True)
-    radiomics_cfg = OmegaConf.to_container(cfg.radiomics, resolve=True)
-    compute_cfg = OmegaConf.to_container(cfg.compute, resolve=True)
-    policy = str(rcfg.get("on_failure", "error"))
-    if policy not in ON_FAILURE:
-        raise ValueError(f"reproducibility.on_failure={policy!r}; expected one of {ON_FAILURE}")
-    source = str(rcfg.get("reader1_source", "table"))
-    if source not in READER1_SOURCES:
-        raise ValueError(f"reproducibility.reader1_source={source!r}; expected one of {READER1_SOURCES}")
-    threshold = float(rcfg.get("threshold", 0.75))
-    manifest_path = Path(str(rcfg.get("manifest") or Path(str(cfg.paths.cohort)) / "manifest.csv"))
-    manifest = load_manifest(manifest_path)
-    sequences = selected_sequences(manifest, radiomics_cfg.get("sequences"))
-    sequences = [s for s in sequences if schema.mask_column(s, 2) in manifest.columns]
-    if not sequences:
-        raise ValueError(f"{manifest_path}: no second-reader mask column ({{seq}}_mask_r2) for the radiomics sequences")
-    params = params_by_sequence(radiomics_cfg, sequences)
-    with stage_run(cfg, "reproducibility") as run:
-        result = run_reproducibility(
-            manifest,
-            params,
-            sequences,
-            reader1=str(radiomics_cfg["output"]) if source == "table" else None,
-            cache_dir=str(radiomics_cfg["cache_dir"]),
-            compute_cfg=compute_cfg,
-            alpha=float(rcfg.get("alpha", 0.05)),
-            min_patients=int(rcfg.get("min_patients", 3)),
-            threshold=threshold,
-            splits=rcfg.get("splits"),
-            show_progress=bool(rcfg.get("progress", True)),
-            check_geometry=bool(radiomics_cfg.get("check_geometry", True)),
-        )
-        result.run_id = run.info.run_id if run is not None else None
-        complete = len(result.failures) == 0 or policy == "skip"
-        result.outputs = write_outputs(result, rcfg, threshold, complete)
-        if run is not None:
-            _log_to_mlflow(result, result.outputs, threshold)
-        if not complete:
-            lines = [
-                f"  - patient {r.patient_id}, sequence {r.sequence}, ROI {r.roi} ({r.step}): {r.error}"
-                for r in result.failures.head(10).itertuples()
-            ]
-            raise ReproducibilityStageError(
-                f"reproducibility: {len(result.failures)} second-reader ROI check(s) failed; every other ROI is "
-                f"extracted and cached. No ICC table written (reproducibility.on_failure=error); fix the masks "
-                f"or rerun with reproducibility.on_failure=skip. Failures in {result.outputs['failures']}:\n" + "\n".join(lines)
-            )
-        log.info("ICC table %s: %d features", result.outputs["icc"], len(result.icc))
     return result

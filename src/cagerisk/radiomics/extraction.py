@@ -1,21 +1,15 @@
-"""The radiomics stage: every (patient, sequence, ROI) of the manifest -> one wide Parquet table.
+"""Radiomics of every (patient, sequence, ROI) of a manifest as one wide table (no files but the cache, no MLflow).
 
 Flow: manifest rows -> ``RoiTask`` per ROI (file hashes and settings hash attached) -> cached ones read
 back, the rest mapped over dask one ROI per task -> each result written to the cache as it arrives ->
-table ``{paths.features}/radiomics.parquet`` keyed by ``patient_id``.
-
-Failed ROIs: every good ROI is still extracted and cached, the failures go to
-``radiomics_failures.csv`` and MLflow with patient, sequence, ROI, files and error. With
-``radiomics.on_failure=error`` (default) the stage then stops with a summary and writes no table, so
-that DVC never records, and downstream stages never train on, a table with silent holes; fix the
-inputs (or drop the patient from the manifest) and rerun: only the failed ROIs are computed again.
-``on_failure=nan`` writes the table with NaN in the failed ROIs' columns, for those who impute later.
+one table keyed by ``patient_id``. A failed ROI becomes a row of ``failures`` (patient, sequence, ROI,
+files, error) while every good ROI is still extracted and cached; ``cagerisk.stages.radiomics`` decides
+what a failure does to the written table (``radiomics.on_failure``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,23 +21,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cagerisk.atomic import write_frame_atomic
 from cagerisk.cohort import schema
 from cagerisk.radiomics.cache import RadiomicsCache, file_sha256
 from cagerisk.radiomics.distributed import compute_client, map_rois
 from cagerisk.radiomics.extract import RoiOutcome, RoiTask
 from cagerisk.radiomics.naming import feature_column, feature_groups
-from cagerisk.radiomics.params import RadiomicsParams, params_by_sequence
+from cagerisk.radiomics.params import RadiomicsParams
 from cagerisk.radiomics.progress import RoiProgress
 
 log = logging.getLogger(__name__)
 
 FAILURE_COLUMNS = ("patient_id", "sequence", "roi", "image", "mask", "error_type", "error")
-ON_FAILURE = ("error", "nan")
-
-
-class RadiomicsStageError(RuntimeError):
-    """ROIs failed; every other ROI is cached and the failures table says which and why."""
 
 
 @dataclass
@@ -116,18 +104,38 @@ def roi_mask_column(sequence: str, reader: int | str = 1) -> str:
 
 
 def _path_value(value: Any) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return ""
-    return str(value).strip()
+    return "" if schema.is_blank(value) else str(value).strip()
+
+
+def _hash_one(path: str) -> tuple[str, str | Exception]:
+    try:
+        return path, file_sha256(path)
+    except OSError as err:
+        return path, err
+
+
+def _hash_inputs(manifest: pd.DataFrame, sequences: Sequence[str], reader: int | str) -> dict[str, str | Exception]:
+    """sha256 of every image and mask file the tasks read (each file once, a few threads: hashing releases
+    the GIL); an unreadable file maps to its error."""
+    files = {
+        _path_value(row[col])
+        for _, row in manifest.iterrows()
+        for seq in sequences
+        for col in (schema.image_column(seq), roi_mask_column(seq, reader))
+        if _path_value(row[col])
+    }
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return dict(pool.map(_hash_one, sorted(files)))
 
 
 def build_roi_tasks(
     manifest: pd.DataFrame,
     params: Mapping[str, RadiomicsParams],
     sequences: Sequence[str],
-    reader: int | str = 1,
+    *,
+    reader: int | str,
+    check_geometry: bool,
     itk_threads: int | None = 1,
-    check_geometry: bool = True,
 ) -> tuple[list[RoiTask], list[dict[str, str]]]:
     """One task per (patient, sequence, ROI), in manifest then ``schema.sequence_rois`` order.
 
@@ -144,24 +152,7 @@ def build_roi_tasks(
         if roi_mask_column(seq, reader) not in manifest.columns:
             raise ValueError(f"manifest has no mask column {roi_mask_column(seq, reader)!r} for reader {reader}")
 
-    files = {
-        _path_value(row[col])
-        for _, row in manifest.iterrows()
-        for seq in sequences
-        for col in (schema.image_column(seq), roi_mask_column(seq, reader))
-        if _path_value(row[col])
-    }
-    hashes: dict[str, str | Exception] = {}
-
-    def hash_one(path: str) -> tuple[str, str | Exception]:
-        try:
-            return path, file_sha256(path)
-        except OSError as err:
-            return path, err
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        hashes.update(pool.map(hash_one, sorted(files)))
-
+    hashes = _hash_inputs(manifest, sequences, reader)
     tasks: list[RoiTask] = []
     failures: list[dict[str, str]] = []
     for _, row in manifest.iterrows():
@@ -240,13 +231,17 @@ def extract_radiomics(
     manifest: pd.DataFrame,
     params: Mapping[str, RadiomicsParams],
     cache_dir: str | Path,
-    compute_cfg: Mapping[str, Any] | None = None,
-    sequences: Sequence[str] | None = None,
-    reader: int | str = 1,
-    show_progress: bool = True,
-    check_geometry: bool = True,
+    compute_cfg: Mapping[str, Any] | None,
+    *,
+    sequences: Sequence[str] | None,
+    reader: int | str,
+    show_progress: bool,
+    check_geometry: bool,
 ) -> RadiomicsExtraction:
-    """Features of every ROI of the manifest, reusing the cache and computing the rest on dask."""
+    """Features of every ROI of the manifest, reusing the cache and computing the rest on dask.
+
+    ``sequences``: None = every sequence the manifest has images for; ``reader``: 1, 2 or ``pred``
+    (``roi_mask_column``); ``check_geometry``: a mask off its image's grid fails (``radiomics.*``)."""
     start = time.perf_counter()
     sequences = selected_sequences(manifest, sequences)
     tasks, failures = build_roi_tasks(manifest, params, sequences, reader=reader, check_geometry=check_geometry)
@@ -339,55 +334,6 @@ def failure_summary(failures: pd.DataFrame, limit: int = 10) -> str:
     return "\n".join(lines)
 
 
-def write_stage_outputs(
-    extraction: RadiomicsExtraction,
-    radiomics_cfg: Mapping[str, Any],
-    params: Mapping[str, RadiomicsParams] | None = None,
-) -> dict[str, Path]:
-    """Failures CSV and summary JSON always; the table only when complete or ``on_failure=nan``.
-
-    The summary records each sequence's settings hash, so that whoever later extracts features for this
-    table's models (``cagerisk register`` for serving) can check it uses the same settings."""
-    policy = str(radiomics_cfg.get("on_failure", "error"))
-    if policy not in ON_FAILURE:
-        raise ValueError(f"radiomics.on_failure={policy!r}; expected one of {ON_FAILURE}")
-    outputs: dict[str, Path] = {}
-    outputs["failures"] = write_frame_atomic(extraction.failures, Path(str(radiomics_cfg["failures"])))
-
-    summary = {**extraction.metrics(), "feature_counts": extraction.feature_counts, "on_failure": policy}
-    if params:
-        summary["settings_sha256"] = {seq: p.sha256 for seq, p in params.items()}
-    summary_path = Path(str(radiomics_cfg["summary"]))
-    summary_path.parent.mkdir(parents=True, exist_ok=True)
-    summary_path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    outputs["summary"] = summary_path
-
-    output = Path(str(radiomics_cfg["output"]))
-    if extraction.n_failed == 0 or policy == "nan":
-        outputs["table"] = write_frame_atomic(extraction.table, output)
-        log.info("radiomics table %s: %d patients x %d features", output, *extraction.table.shape)
-    elif output.exists():
-        log.warning("%s is left as it was, from an earlier run: this run had failed ROIs", output)
-    return outputs
-
-
-def _log_to_mlflow(extraction: RadiomicsExtraction, params: Mapping[str, RadiomicsParams], outputs: Mapping[str, Path]) -> None:
-    import tempfile
-
-    import mlflow
-    import yaml
-
-    mlflow.log_metrics({k: float(v) for k, v in extraction.metrics().items()})
-    mlflow.log_dict(extraction.feature_counts, "radiomics/feature_counts.json")
-    mlflow.log_artifact(str(outputs["failures"]), "radiomics")
-    mlflow.log_artifact(str(outputs["summary"]), "radiomics")
-    with tempfile.TemporaryDirectory() as tmp:
-        for seq, p in params.items():
-            header = f"# PyRadiomics parameters of sequence {seq}: {p.path}, settings sha256 {p.sha256}\n"
-            (Path(tmp) / f"{seq}.yaml").write_text(header + yaml.safe_dump(p.params, sort_keys=False))
-        mlflow.log_artifacts(tmp, "radiomics/params")
-
-
 def radiomics_manifest_path(configured: Any, paths: Any) -> Path:
     """``radiomics.manifest``, or by default the segment stage's manifest when it exists (CT features
     from the masks ``segment.ct_mask`` chose - the U-Net's, as at scoring time), else the cohort's."""
@@ -412,45 +358,3 @@ def with_feature_ct_masks(manifest: pd.DataFrame, reader: int | str) -> pd.DataF
     counts = manifest["ct_mask_source"].astype(str).value_counts().to_dict()
     log.info("CT radiomics from the masks the segment stage chose: %s", counts)
     return out
-
-
-def run_radiomics_stage(cfg: Any) -> RadiomicsExtraction:
-    """``cagerisk radiomics``: manifest -> ``radiomics.parquet`` with cache, dask map, MLflow run."""
-    from omegaconf import OmegaConf
-
-    from cagerisk.cohort.manifest import load_manifest
-    from cagerisk.tracking import stage_run
-
-    rcfg = OmegaConf.to_container(cfg.radiomics, resolve=True)
-    compute_cfg = OmegaConf.to_container(cfg.compute, resolve=True)
-    policy = str(rcfg.get("on_failure", "error"))
-    if policy not in ON_FAILURE:
-        raise ValueError(f"radiomics.on_failure={policy!r}; expected one of {ON_FAILURE}")
-    manifest_path = radiomics_manifest_path(rcfg.get("manifest"), cfg.paths)
-    manifest = load_manifest(manifest_path)
-    reader = rcfg.get("reader", 1)
-    manifest = with_feature_ct_masks(manifest, reader)
-    sequences = selected_sequences(manifest, rcfg.get("sequences"))
-    params = params_by_sequence(rcfg, sequences)
-    with stage_run(cfg, "radiomics") as run:
-        extraction = extract_radiomics(
-            manifest,
-            params,
-            cache_dir=str(rcfg["cache_dir"]),
-            compute_cfg=compute_cfg,
-            sequences=sequences,
-            reader=reader,
-            show_progress=bool(rcfg.get("progress", True)),
-            check_geometry=bool(rcfg.get("check_geometry", True)),
-        )
-        outputs = write_stage_outputs(extraction, rcfg, params)
-        if run is not None:
-            _log_to_mlflow(extraction, params, outputs)
-        if extraction.n_failed and policy == "error":
-            raise RadiomicsStageError(
-                f"radiomics: {extraction.n_failed} of {extraction.n_rois} ROIs failed; the other "
-                f"{extraction.n_rois - extraction.n_failed} are cached and a rerun computes only the failed "
-                f"ones. No table written (radiomics.on_failure=error). Failures in {outputs['failures']}:\n"
-                + failure_summary(extraction.failures)
-            )
-    return extraction
