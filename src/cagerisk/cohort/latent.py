@@ -24,9 +24,10 @@ Risk of cage subsidence (logit scale)::
            + 0.1 age_z + 0.15 bmi_z + 0.2 (n_levels - 1) + 0.2 [spondylolisthesis]
     risk = sigmoid(z),  cs ~ Bernoulli(risk)
 
-with ``b0 = -2.5`` so that the prevalence is about 25 % (oracle AUC about 0.92 in the population). The clinical table carries age, sex, BMI,
-diagnosis, number of levels and the noisy osteoporosis flag, which explain part of ``z`` (clinical-only
-AUC about 0.72 with the population's own coefficients, less when fitted on a small cohort); the images carry the rest. Two simulated surgeons read a noisy, partial view of
+with ``b0 = -2.5`` so that the prevalence is about 25 % (oracle AUC about 0.92 in the population).
+The clinical table carries age, sex, BMI, diagnosis, number of levels and the noisy osteoporosis flag,
+which explain part of ``z`` (clinical-only AUC about 0.72 with the population's own coefficients, less
+when fitted on a small cohort); the images carry the rest. Two simulated surgeons read a noisy, partial view of
 the same state (they see the clinical picture and gross image findings, not texture).
 """
 
