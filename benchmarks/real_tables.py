@@ -156,6 +156,11 @@ def merge(lines: list[tuple[Path, dict]]) -> list[dict]:
 
 def summarise(rows: list[dict]) -> int:
     """Print the table and the acceptance lines; 0 when both hold, 1 otherwise."""
+    if not all({"default", "L2-LR", "ET"} <= set(r["auc"]) for r in rows):
+        for r in rows:
+            print(f"{r['table']:<24} " + ", ".join(f"{m} {a:.3f}" for m, a in r["auc"].items()))
+        print("(no acceptance lines without the default and both baselines: --summarise with the baselines' lines)")
+        return 1
     methods = [m for m in METHODS if all(m in r["auc"] for r in rows)]
     head = f"{'table':<24} {'n':>4} {'p':>5} " + " ".join(f"{m:>8}" for m in methods) + f" {'def-best':>8} {'s/fold(def)':>11}"
     print(head)
