@@ -73,25 +73,15 @@ def test_calibration_never_reverses_the_members_and_says_when_it_found_no_signal
     for seed in range(8):
         X, y = _table(n=60, p=20, seed=seed, kind="none")
         model = LinearTreeStack(n_estimators=50, random_state=seed).fit(X, y)
-        assert model.stacker_.coef_[0, 0] > 0
+        assert model.stacker_.coef_[0, 0] >= 0  # never reversed
         unconstrained = LogisticRegression(C=1.0).fit(model._standardise(model.honest_scores_).mean(axis=1, keepdims=True), y)
         assert model.no_signal_ == (unconstrained.coef_[0, 0] <= 0)
         if model.no_signal_:
             flagged += 1
             X_new = _table(n=200, p=20, seed=100 + seed, kind="none")[0]
-            p = model.predict_proba(X_new)[:, 1]
-            assert np.all(np.abs(p - y.mean()) < 0.005)  # the prevalence: no signal claimed
-            # ... and the order is still the members' (a tie-break, not an inversion).
-            members = np.column_stack(
-                [
-                    model.scaler_.transform(np.clip(X_new, model.feature_min_, model.feature_max_)) @ model.linear_coef_
-                    + model.linear_intercept_,
-                    np.log(np.clip(model.trees_.predict_proba(X_new)[:, 1], 1e-3, 1 - 1e-3))
-                    - np.log1p(-np.clip(model.trees_.predict_proba(X_new)[:, 1], 1e-3, 1 - 1e-3)),
-                ]
-            )
-            average = model._standardise(members).mean(axis=1)
-            assert np.all(np.diff(p[np.argsort(average)]) >= -1e-12)
+            # The prevalence for everyone: no order claimed (not the members' order, which on noise
+            # ranks held-out patients backwards more often than not), and no 0/1 either.
+            np.testing.assert_allclose(model.predict_proba(X_new)[:, 1], y.mean())
     assert flagged >= 1  # the case under test happened
 
 
