@@ -5,7 +5,7 @@ For each table, in one process and on identical outer folds (stratified 5-fold, 
 scored on its test part:
 
 - ``default``: what ``cagerisk fit-table`` runs by default (conf/sweep/default.yaml: the stacked L2-LR +
-  extra trees on every imputed, robustly scaled feature), through fit-table's own ``fit_procedure``;
+  extra trees on every imputed feature), through fit-table's own ``fit_procedure``;
 - ``study``: the study's protocol, ``sweep=study`` (F-test, Pearson 0.9, LASSO 10-fold, Optuna over the
   14 classifiers with ``--study-trials`` trials and 5-fold inner CV), the same code path;
 - ``L2-LR`` and ``ET``: the README's baselines (median imputation + StandardScaler +
