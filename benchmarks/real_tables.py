@@ -5,7 +5,7 @@ For each table, in one process and on identical outer folds (stratified 5-fold, 
 scored on its test part:
 
 - ``default``: what ``cagerisk fit-table`` runs by default (conf/sweep/default.yaml: the stacked L2-LR +
-  extra trees on every imputed, robustly scaled feature), through fit-table's own ``fit_procedure``;
+  extra trees on every imputed feature), through fit-table's own ``fit_procedure``;
 - ``study``: the study's protocol, ``sweep=study`` (F-test, Pearson 0.9, LASSO 10-fold, Optuna over the
   14 classifiers with ``--study-trials`` trials and 5-fold inner CV), the same code path;
 - ``L2-LR`` and ``ET``: the README's baselines (median imputation + StandardScaler +
@@ -134,8 +134,27 @@ def run_table(name: str, fits, folds: int, data: Path = DATA) -> dict:
     }
 
 
+def merge(lines: list[tuple[Path, dict]]) -> list[dict]:
+    """One row per table from saved lines; a procedure measured in several files: the last file wins.
+
+    Rows whose procedures came from different runs say so (``from``), and the summary prints it.
+    """
+    rows: dict[str, dict] = {}
+    for path, line in lines:
+        row = rows.setdefault(line["table"], {**line, "auc": {}, "seconds": {}, "from": {}})
+        row["auc"].update(line["auc"])
+        row["seconds"].update(line["seconds"])
+        row["from"].update(dict.fromkeys(line["auc"], path.name))
+    return list(rows.values())
+
+
 def summarise(rows: list[dict]) -> int:
     """Print the table and the acceptance lines; 0 when both hold, 1 otherwise."""
+    if not all({"default", "L2-LR", "ET"} <= set(r["auc"]) for r in rows):
+        for r in rows:
+            print(f"{r['table']:<24} " + ", ".join(f"{m} {a:.3f}" for m, a in r["auc"].items()))
+        print("(no acceptance lines without the default and both baselines: --summarise with the baselines' lines)")
+        return 1
     methods = [m for m in METHODS if all(m in r["auc"] for r in rows)]
     head = f"{'table':<24} {'n':>4} {'p':>5} " + " ".join(f"{m:>8}" for m in methods) + f" {'def-best':>8} {'s/fold(def)':>11}"
     print(head)
@@ -166,6 +185,9 @@ def summarise(rows: list[dict]) -> int:
         print(f"ratio mean(default) / mean(study) = {means['default'] / means['study']:.3f}")
     seconds = {m: sum(r["seconds"][m] for r in rows) for m in methods}
     print("total fit seconds: " + ", ".join(f"{m} {s:.0f}" for m, s in seconds.items()))
+    sources = {f"{m} <- {r['from'][m]}" for r in rows for m in methods if len(set(r.get("from", {}).values())) > 1}
+    if sources:
+        print("procedures from different runs (same folds, same script): " + ", ".join(sorted(sources)))
     ok = ratio >= 1.0 and gaps[worst] >= -0.03
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
@@ -178,12 +200,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--study-trials", type=int, default=30, help="Optuna trials per outer fold for sweep=study")
     parser.add_argument("--no-study", action="store_true", help="skip the study's protocol (the slowest)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=METHODS,
+        help="run only these procedures (e.g. a changed default against baselines saved by an earlier run: "
+        "--summarise merges the lines of a table; the baselines are deterministic, and the table says which "
+        "run each AUC came from)",
+    )
     parser.add_argument("--out", type=Path, help="append one JSON line per table to this file")
     parser.add_argument("--summarise", nargs="+", type=Path, help="print the table from saved JSON lines and exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.summarise:
-        rows = [json.loads(line) for path in args.summarise for line in path.read_text().splitlines() if line.strip()]
+        rows = merge(
+            [(path, json.loads(line)) for path in args.summarise for line in path.read_text().splitlines() if line.strip()]
+        )
         order = {t: i for i, t in enumerate(TABLES)}
         return summarise(sorted(rows, key=lambda r: order.get(r["table"], 99)))
     import optuna
@@ -193,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown tables {unknown}; choose from {list(TABLES)}")
     fits = procedures(args.study_trials, not args.no_study)
+    if args.only:
+        fits = {m: f for m, f in fits.items() if m in args.only}
     rows = []
     for name in args.tables:
         started = time.perf_counter()

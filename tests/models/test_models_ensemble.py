@@ -7,9 +7,10 @@ import pytest
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import RepeatedStratifiedKFold
+from sklearn.preprocessing import StandardScaler
 
-from cagerisk.models.ensemble import LinearTreeStack
+from cagerisk.models.ensemble import LinearTreeStack, paired_auc_difference
 from cagerisk.models.search import degenerate_share
 
 
@@ -18,29 +19,94 @@ def _table(n=160, p=40, seed=0, kind="linear"):
     X = rng.normal(size=(n, p))
     if kind == "linear":
         score = X[:, :4].sum(axis=1)
+    elif kind == "none":
+        score = np.zeros(n)
     else:  # an interaction no linear model sees
         score = 2.0 * np.sign(X[:, 0] * X[:, 1])
     y = (rng.random(n) < 1 / (1 + np.exp(-score))).astype(int)
     return X, y
 
 
-def test_linear_cv_scores_are_out_of_fold_and_c_is_the_best_mean_fold_auc():
+@pytest.mark.parametrize("repeats", [1, 2])
+def test_linear_cv_scores_are_out_of_fold_and_c_is_the_best_mean_fold_auc(repeats):
     X, y = _table()
-    model = LinearTreeStack(n_estimators=50, random_state=0).fit(X, y)
+    model = LinearTreeStack(n_estimators=50, cv_repeats=repeats, random_state=0).fit(X, y)
     # Reference: the same folds and grid by hand.
-    from sklearn.preprocessing import StandardScaler
-
     Z = StandardScaler().fit_transform(X)
-    folds = list(StratifiedKFold(5, shuffle=True, random_state=0).split(Z, y))
-    means = []
+    folds = list(RepeatedStratifiedKFold(n_splits=5, n_repeats=repeats, random_state=0).split(Z, y))
+    means, oof, fold_models = [], [], []
     for C in model.Cs:
-        aucs = [
-            roc_auc_score(y[v], LogisticRegression(C=C, solver="liblinear").fit(Z[t], y[t]).decision_function(Z[v]))
-            for t, v in folds
-        ]
-        means.append(np.mean(aucs))
-    assert model.C_ == model.Cs[int(np.argmax(means))]
+        models = [LogisticRegression(C=C, solver="liblinear").fit(Z[t], y[t]) for t, _ in folds]
+        means.append(np.mean([roc_auc_score(y[v], m.decision_function(Z[v])) for m, (_, v) in zip(models, folds, strict=True)]))
+        scores = np.zeros(len(y))
+        for m, (_, v) in zip(models, folds, strict=True):
+            scores[v] += m.decision_function(Z[v]) / repeats
+        oof.append(scores)
+        fold_models.append(models)
+    best = int(np.argmax(means))
+    assert model.C_ == model.Cs[best]
     assert model.cv_auc_ == pytest.approx(max(means))
+    # The honest score is each patient's mean out-of-fold decision; new patients get the fold models' mean.
+    np.testing.assert_allclose(model.honest_scores_[:, 0], oof[best], rtol=1e-6, atol=1e-9)
+    X_new = _table(n=50, seed=9)[0]
+    Z_new = model.scaler_.transform(np.clip(X_new, X.min(axis=0), X.max(axis=0)))
+    expected = np.mean([m.decision_function(Z_new) for m in fold_models[best]], axis=0)
+    np.testing.assert_allclose(Z_new @ model.linear_coef_ + model.linear_intercept_, expected, rtol=1e-6, atol=1e-9)
+
+
+def test_paired_auc_difference_is_delongs():
+    from cagerisk.evaluation.metrics import delong_test
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 90)
+    a, b = y + rng.normal(size=90), 0.5 * y + rng.normal(size=90)
+    b[:15] = 0.0  # ties
+    reference = delong_test(y, a, b)
+    diff, se = paired_auc_difference(y, a, b)
+    assert diff == pytest.approx(reference.auc1 - reference.auc2) and se == pytest.approx(reference.se)
+
+
+def test_calibration_never_reverses_the_members_and_says_when_it_found_no_signal():
+    # Pure noise: on some draws the honest scores of the training patients rank them backwards, and
+    # an unconstrained Platt step would then invert every prediction of the model.
+    flagged = 0
+    for seed in range(8):
+        X, y = _table(n=60, p=20, seed=seed, kind="none")
+        model = LinearTreeStack(n_estimators=50, random_state=seed).fit(X, y)
+        assert model.stacker_.coef_[0, 0] >= 0  # never reversed
+        unconstrained = LogisticRegression(C=1.0).fit(model._standardise(model.honest_scores_).mean(axis=1, keepdims=True), y)
+        assert model.no_signal_ == (unconstrained.coef_[0, 0] <= 0)
+        if model.no_signal_:
+            flagged += 1
+            X_new = _table(n=200, p=20, seed=100 + seed, kind="none")[0]
+            # The prevalence for everyone: no order claimed (not the members' order, which on noise
+            # ranks held-out patients backwards more often than not), and no 0/1 either.
+            np.testing.assert_allclose(model.predict_proba(X_new)[:, 1], y.mean())
+    assert flagged >= 1  # the case under test happened
+
+
+@pytest.mark.parametrize(("kind", "kept"), [("linear", [True, False]), ("interaction", [False, True])])
+def test_select_keeps_the_member_whose_honest_auc_leads_by_more_than_one_se(kind, kept):
+    X, y = _table(n=300, p=6 if kind == "interaction" else 40, kind=kind, seed=1)
+    model = LinearTreeStack(n_estimators=200, random_state=0).fit(X, y)
+    diff, se = model.honest_auc_difference_
+    assert abs(diff) > se and list(model.stack_mask_) == kept
+    assert model.weights_["linear" if kept[1] else "trees"] == 0.0
+    # With the two close (the same linear signal for both), both stay.
+    X, y = _table(n=120, p=4, seed=2)
+    both = LinearTreeStack(n_estimators=200, random_state=0).fit(X, y)
+    diff, se = both.honest_auc_difference_
+    assert list(both.stack_mask_) == ([True, True] if abs(diff) <= se else [diff > 0, diff < 0])
+
+
+def test_new_patients_are_clipped_to_the_training_range():
+    X, y = _table(n=100, p=10, seed=6)
+    model = LinearTreeStack(n_estimators=50, random_state=0).fit(X, y)
+    edge = X[:5].copy()
+    edge[:, 0] = X[:, 0].max()
+    far = edge.copy()
+    far[:, 0] = 1e6  # an unseen scanner's value
+    np.testing.assert_allclose(model.predict_proba(far), model.predict_proba(edge))
 
 
 @pytest.mark.parametrize("kind", ["linear", "interaction"])
@@ -64,7 +130,11 @@ def test_probabilities_are_never_degenerate_and_calibrated_on_average():
     assert degenerate_share(model.predict_proba(X)[:, 1]) == 0.0
     X_new, y_new = _table(n=3000, p=300, seed=4)
     held = model.predict_proba(X_new)[:, 1]
-    assert degenerate_share(held) == 0.0 and np.all((held > 0.01) & (held < 0.99))
+    assert degenerate_share(held) == 0.0 and np.all((held > 1e-4) & (held < 1 - 1e-4))
+    # No more extreme than the true risks (the linear member alone can be chosen on this signal).
+    true_risk = 1 / (1 + np.exp(-X_new[:, :4].sum(axis=1)))
+    extreme = lambda p: np.mean((p < 0.01) | (p > 0.99))  # noqa: E731
+    assert extreme(held) <= extreme(true_risk)
     assert abs(held.mean() - y_new.mean()) < 0.1  # Platt step: no drift of the average risk
     np.testing.assert_allclose(model.predict_proba(X_new).sum(axis=1), 1.0)
 

@@ -230,7 +230,7 @@ def test_the_default_models_through_signatures_and_combined(tmp_path):
     overrides = [o for o in tiny_overrides(root) if not o.startswith(("sweep=", "classifier.include", "sweep.n_trials"))]
     cfg = compose_config([*overrides, "classifier.candidates.stack.estimator.n_estimators=60", "tracking.enabled=false"])
     summary = run_signatures_stage(cfg)
-    for target, classifier, steps in (("rad", "stack", ["impute", "scale"]), ("dl", "lr_cv", ["impute", "reduce"])):
+    for target, classifier, steps in (("rad", "stack", ["impute"]), ("dl", "lr_cv", ["impute", "reduce"])):
         entry = summary["signatures"][target]
         assert (entry["best_classifier"], entry["n_trials_total"]) == (classifier, 1)
         assert [s["step"] for s in entry["selection"]] == steps
