@@ -138,17 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     result = coverage(args.replicates, args.n, args.p, args.informative, args.effect, args.procedure, seed=args.seed)
     se = np.sqrt(0.95 * 0.05 / args.replicates)
-    print(
-        f"procedure {args.procedure}, n={args.n}, p={args.p}, {args.replicates} replicates, expected AUC {result['expected_auc']:.3f}"
-    )
+    print(f"procedure {args.procedure}, n={args.n}, p={args.p}, {args.replicates} replicates, ", end="")
+    print(f"expected AUC {result['expected_auc']:.3f}")
     print(f"coverage at nominal 0.95 (binomial SE {se:.3f}):")
-    print(
-        f"  corrected k-fold t (fit-table): {result['corrected']:.3f}  (own fold models: {result['corrected_own_models']:.3f}), mean width {result['corrected_mean_width']:.3f}"
-    )
+    print(f"  corrected k-fold t (fit-table): {result['corrected']:.3f}  ", end="")
+    print(f"(own fold models: {result['corrected_own_models']:.3f}), mean width {result['corrected_mean_width']:.3f}")
     print(f"  same, t on J-1 = k*r-1 df:      {result['corrected_df_all_folds']:.3f}")
-    print(
-        f"  DeLong on pooled OOF (before):  {result['delong']:.3f}  (own fold models: {result['delong_own_models']:.3f}), mean width {result['delong_mean_width']:.3f}"
-    )
+    print(f"  DeLong on pooled OOF (before):  {result['delong']:.3f}  ", end="")
+    print(f"(own fold models: {result['delong_own_models']:.3f}), mean width {result['delong_mean_width']:.3f}")
     print(f"({time.perf_counter() - started:.0f} s)")
     ok = result["corrected"] >= 0.93
     print("PASS" if ok else "FAIL", "(target: corrected coverage >= 0.93)")
