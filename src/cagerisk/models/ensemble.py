@@ -21,7 +21,7 @@ the same step, and never 0 or 1. Learning the two weights instead (``combine="le
 radMLBench tables (same folds: HNSCC 0.696 vs 0.729, Hosny2018B 0.659 vs 0.674, WORC-Lipo 0.779 vs
 0.786; C4KC-KiTS and LNDb within 0.005).
 
-This module is pickled into served models: it imports only numpy and scikit-learn.
+This module is pickled into served models: it imports only numpy, scikit-learn and cagerisk.models.forest.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
+
+from cagerisk.models.forest import forest_predict_proba
 
 
 def _logit(p: np.ndarray, eps: float) -> np.ndarray:
@@ -163,7 +165,8 @@ class LinearTreeStack(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, ("stacker_",))
         X = validate_data(self, X, reset=False, dtype=np.float64)
         linear = self.linear_.decision_function(self.scaler_.transform(X))
-        trees = _logit(self.trees_.predict_proba(X)[:, 1], self._eps)
+        # All 500 trees at once (bit-identical to trees_.predict_proba, which loops over them in Python).
+        trees = _logit(forest_predict_proba(self.trees_, X)[:, 1], self._eps)
         Z = self._standardise(np.column_stack([linear, trees]))
         if self.combine == "equal":
             Z = Z.mean(axis=1, keepdims=True)
