@@ -11,7 +11,7 @@ beforehand (the clients' JSON encoding would otherwise compete with the servers 
 - BentoML ``/score_features`` twice, ``--requests`` each: the features as arrays in the model's
   order (``radiomics_values``, ``deep_values``, what ``cagerisk.client`` sends) and named.
 
-First the probabilities of 8 patients from each server are checked against the combined pipeline in
+First the probabilities of 4 patients from each server are checked against the combined pipeline in
 this process (to 1e-9). Printed: model version, features per request and bytes, req/s, p50 and p99
 per server, the ratios to MLflow; with ``--seconds N`` a soak of ``/score_features`` (arrays) at the
 same concurrency with errors and the resident memory of the whole `bentoml serve` process tree at its
@@ -146,7 +146,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--requests", type=int, default=400, help="requests to BentoML, per payload form")
     parser.add_argument(
-        "--mlflow-requests", type=int, default=24, help="requests to `mlflow models serve` (seconds each with 11,000 features)"
+        "--mlflow-requests", type=int, default=16, help="requests to `mlflow models serve` (seconds each with 11,000 features)"
     )
     parser.add_argument("--score-repeats", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=0.0, help="then a soak of /score_features for this long")
@@ -207,7 +207,7 @@ def main() -> None:
         mlflow_bodies.append(body({"dataframe_split": {"columns": list(row), "data": [list(row.values())]}}))
     # The pipeline's own probabilities (the combined stage's model, in this process) for the check below.
     combined = model.unwrap_python_model().combined
-    checked = patients[:8]
+    checked = patients[:4]
     pipeline_prob = combined.predict_from_features(
         rad.loc[checked].reset_index(), deep.loc[checked].reset_index(), manifest.loc[checked, ["patient_id", *CLINICAL_NAMES]]
     )["prob"].to_numpy()

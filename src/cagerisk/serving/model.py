@@ -253,7 +253,8 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
         values = block.to_numpy(dtype=np.float64)
         if not (~np.isnan(values)).any(axis=1).all():  # a row without features: images, or an error
             return None
-        rest = frame[[c for c in frame.columns if c not in set(names)]].reset_index(drop=True).to_dict("records")
+        features = set(names)
+        rest = frame[[c for c in frame.columns if c not in features]].reset_index(drop=True).to_dict("records")
         rows = [{k: _cell(v) for k, v in row.items()} for row in rest]
         n_rad = len(self.spec.radiomics_features)
         return (
