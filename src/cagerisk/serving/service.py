@@ -48,7 +48,7 @@ import pandas as pd
 from bentoml.exceptions import BentoMLException
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from threadpoolctl import threadpool_limits
@@ -324,7 +324,7 @@ class NaturalBatcher:
             start = 0
             for rows, future in live:
                 if not future.done():  # a client that went away cancelled its future
-                    future.set_result(out.iloc[start : start + len(rows)])
+                    future.set_result(out[start : start + len(rows)])
                 start += len(rows)
 
 
@@ -486,9 +486,20 @@ class CageRiskService:
             for row in out.itertuples(index=False)
         ]
 
-    def _score_batches(self, parts: list[FeatureBatch]) -> pd.DataFrame:
+    def _score_batches(self, parts: list[FeatureBatch]) -> list[dict[str, Any]]:
+        """One result dict per patient of the batch, in order (in the scoring thread: the event loop
+        only slices the list and writes JSON)."""
         batch = FeatureBatch.concat(parts)
-        return self.model.score_arrays(batch.radiomics, batch.deep, batch.clinical, batch.ids)
+        out = self.model.score_arrays(batch.radiomics, batch.deep, batch.clinical, batch.ids)
+        columns = {
+            "patient_id": out["patient_id"].tolist(),
+            "probability": out["probability"].astype(float).tolist(),
+            "rad_sign": out["rad_sign"].astype(float).tolist(),
+            "dl_sign": out["dl_sign"].astype(float).tolist(),
+            "risk_class": out["risk_class"].astype(str).tolist(),
+            "threshold": out["threshold"].astype(float).tolist(),
+        }
+        return [{**{k: v[i] for k, v in columns.items()}, "model_version": self.version} for i in range(len(out))]
 
     def _feature_batch(self, request: Any) -> FeatureBatch:
         """The request's patients as arrays: pydantic checked every value's type and range already."""
@@ -524,7 +535,9 @@ class CageRiskService:
                 {"error": f"overloaded: waited over {SETTINGS.max_latency_ms} ms; retry later", "field": None},
                 status_code=503,
             )
-        return self._results(out)
+        # The results are ScoreResult's fields, built by the scoring thread: written as they are,
+        # without FastAPI validating them again (about 5 ms a request with pandas' itertuples).
+        return Response(orjson.dumps(out), media_type="application/json")
 
     def score(self, clinical: str = "{}", patient_id: str | None = None, **uploads: UploadFile | None) -> Any:
         """Score one patient from images (the /score route of a model that scores images)."""
