@@ -1,12 +1,22 @@
 """Serving load: BentoML /score_features against `mlflow models serve` of the same registered model.
 
 Both servers run here, on 127.0.0.1, one worker each (``--workers``), serving the same registry version
-(``models:/cage-subsidence@champion``). The same patients' precomputed features go to each as single-
-patient requests from ``--concurrency`` concurrent clients; requests per second and p50/p99 latency
-are printed with the BentoML/MLflow ratio. Then ``/score`` (images -> U-Net, PyRadiomics, ViT-3D,
-combined model) is timed for one demo patient, sequentially. With ``--seconds N`` a soak follows:
-``/score_features`` at the same concurrency for N seconds, reporting errors and the server's resident
-memory (the whole process tree of `bentoml serve`) at its start and end.
+(``--model``, default ``models:/cage-subsidence@champion``). The same patients' precomputed features
+go to each as single-patient requests from ``--concurrency`` concurrent clients, bodies encoded once
+beforehand (the clients' JSON encoding would otherwise compete with the servers for the cores):
+
+- ``mlflow models serve``: ``dataframe_split`` (its most compact input), ``--mlflow-requests`` of them
+  (with 11,000 features each takes seconds, so fewer than to BentoML; requests per second and
+  latencies are what a smaller sample gives);
+- BentoML ``/score_features`` twice, ``--requests`` each: the features as arrays in the model's
+  order (``radiomics_values``, ``deep_values``, what ``cagerisk.client`` sends) and named.
+
+First the probabilities of 4 patients from each server are checked against the combined pipeline in
+this process (to 1e-9). Printed: model version, features per request and bytes, req/s, p50 and p99
+per server, the ratios to MLflow; with ``--seconds N`` a soak of ``/score_features`` (arrays) at the
+same concurrency with errors and the resident memory of the whole `bentoml serve` process tree at its
+start and end; ``/score`` (images -> U-Net, PyRadiomics, ViT-3D, combined model) of one demo patient,
+``--score-repeats`` sequential calls; the load average at start and end (the machine may be shared).
 
     .venv/bin/python benchmarks/serving_load.py                         # after `make demo`
     .venv/bin/python benchmarks/serving_load.py --seconds 60            # plus a 60 s soak
@@ -134,7 +144,10 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT / "data"))
     parser.add_argument("--model", default="models:/cage-subsidence@champion")
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--requests", type=int, default=400, help="requests to BentoML, per payload form")
+    parser.add_argument(
+        "--mlflow-requests", type=int, default=16, help="requests to `mlflow models serve` (seconds each with 11,000 features)"
+    )
     parser.add_argument("--score-repeats", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=0.0, help="then a soak of /score_features for this long")
     parser.add_argument("--workers", type=int, default=1, help="worker processes of each server (the same for both)")
@@ -145,7 +158,9 @@ def main() -> None:
     mlflow.set_tracking_uri(args.tracking_uri)
     model = mlflow.pyfunc.load_model(args.model)
     spec = model.unwrap_python_model().spec
-    version = mlflow.MlflowClient().get_model_version_by_alias(*args.model.removeprefix("models:/").split("@"))
+    name, _, ref = args.model.removeprefix("models:/").replace("@", "/").partition("/")
+    client = mlflow.MlflowClient()
+    version = client.get_model_version(name, ref) if ref.isdigit() else client.get_model_version_by_alias(name, ref)
     data = Path(args.data)
     manifest = load_manifest(data / "cohort" / "manifest.csv").set_index("patient_id", drop=False)
     rad = pd.read_parquet(data / "features" / "radiomics.parquet").set_index("patient_id")
@@ -162,8 +177,40 @@ def main() -> None:
         values = {**rad.loc[p, spec.radiomics_features].to_dict(), **deep.loc[p, spec.deep_features].to_dict()}
         return {k: (None if math.isnan(v) else float(v)) for k, v in values.items()}
 
-    bento_payloads = [{"items": [{"clinical": clinical[p], "features": features(p)}]} for p in patients]
-    mlflow_payloads = [{"dataframe_records": [{**clinical[p], **features(p)}]} for p in patients]
+    def values(p: str, table: pd.DataFrame, names: list[str]) -> list[float | None]:
+        return [None if math.isnan(v) else float(v) for v in table.loc[p, names].to_numpy(dtype=float)]
+
+    # Bodies are encoded once, so that the clients' JSON encoding (20 ms for 11,000 values) does not
+    # compete with the servers for the same cores; each server gets the same patients' values.
+    def body(payload) -> bytes:
+        return json.dumps(payload, allow_nan=False).encode()
+
+    named_bodies = [body({"items": [{"clinical": clinical[p], "features": features(p)}]}) for p in patients]
+    array_bodies = [
+        body(
+            {
+                "items": [
+                    {
+                        "clinical": clinical[p],
+                        **({"radiomics_values": values(p, rad, spec.radiomics_features)} if spec.radiomics_features else {}),
+                        **({"deep_values": values(p, deep, spec.deep_features)} if spec.deep_features else {}),
+                    }
+                ]
+            }
+        )
+        for p in patients
+    ]
+    # MLflow's most compact input: dataframe_split (names once, then the values).
+    mlflow_bodies = []
+    for p in patients:
+        row = {**clinical[p], **features(p)}
+        mlflow_bodies.append(body({"dataframe_split": {"columns": list(row), "data": [list(row.values())]}}))
+    # The pipeline's own probabilities (the combined stage's model, in this process) for the check below.
+    combined = model.unwrap_python_model().combined
+    checked = patients[:4]
+    pipeline_prob = combined.predict_from_features(
+        rad.loc[checked].reset_index(), deep.loc[checked].reset_index(), manifest.loc[checked, ["patient_id", *CLINICAL_NAMES]]
+    )["prob"].to_numpy()
 
     tmp = Path(tempfile.mkdtemp(prefix="cagerisk-bench-"))
     env = bentoml_environment(
@@ -171,40 +218,66 @@ def main() -> None:
         home=tmp / "bentoml_home",
     )
     env.pop("CAGERISK_API_KEY", None)
+    load_start = os.getloadavg()
+
+    def kb(bodies: list[bytes]) -> float:
+        return statistics.median(map(len, bodies)) / 1e3
+
     print(
         f"model {args.model} = version {version.version}; {len(patients)} patients; "
-        f"{len(spec.radiomics_features)} radiomics + {len(spec.deep_features)} deep features per request"
+        f"{len(spec.radiomics_features)} radiomics + {len(spec.deep_features)} deep features per request "
+        f"(named {kb(named_bodies):.0f} kB, arrays {kb(array_bodies):.0f} kB, "
+        f"MLflow dataframe_split {kb(mlflow_bodies):.0f} kB per request)"
     )
-
+    print(
+        f"load average at start: {load_start[0]:.1f} {load_start[1]:.1f} {load_start[2]:.1f} ({os.cpu_count()} cores)", flush=True
+    )
+    headers = {"content-type": "application/json"}
     results: dict[str, dict[str, float]] = {}
-    mlflow_process, mlflow_url = mlflow_server(args.model, env, tmp / "mlflow-serve.log", args.workers)
+    served: dict[str, np.ndarray] = {}
+    # MLflow answers 504 after 60 s by default; its requests queue behind each other for longer here,
+    # so the limit is raised rather than counting its own timeouts against it.
+    mlflow_env = {**env, "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": "1800"}
+    mlflow_process, mlflow_url = mlflow_server(args.model, mlflow_env, tmp / "mlflow-serve.log", args.workers)
     try:
-        with httpx.Client(timeout=120, limits=httpx.Limits(max_connections=args.concurrency * 2)) as http:
+        with httpx.Client(timeout=600, limits=httpx.Limits(max_connections=args.concurrency * 2)) as http:
 
-            def send_mlflow(payload) -> bool:
-                return http.post(f"{mlflow_url}/invocations", json=payload).status_code == 200
+            def send_mlflow(payload: bytes) -> bool:
+                return http.post(f"{mlflow_url}/invocations", content=payload, headers=headers).status_code == 200
 
-            reference = http.post(f"{mlflow_url}/invocations", json=mlflow_payloads[0]).json()
-            run_load(send_mlflow, mlflow_payloads, args.concurrency, 4 * args.concurrency)  # warm-up
-            results["mlflow models serve"] = run_load(send_mlflow, mlflow_payloads, args.concurrency, args.requests)
+            # The checked patients, one after the other, are also the warm-up.
+            served["mlflow models serve"] = np.array(
+                [
+                    http.post(f"{mlflow_url}/invocations", content=b, headers=headers).json()["predictions"][0]["probability"]
+                    for b in mlflow_bodies[: len(checked)]
+                ]
+            )
+            results["mlflow models serve"] = run_load(send_mlflow, mlflow_bodies, args.concurrency, args.mlflow_requests)
+            print(f"mlflow models serve: {results['mlflow models serve']['rps']:.1f} req/s", flush=True)
     finally:
         stop(mlflow_process)
 
     with serve("cagerisk.serving.service:CageRiskService", env, tmp / "bentoml-serve.log") as running:
         with httpx.Client(timeout=600, limits=httpx.Limits(max_connections=args.concurrency * 2)) as http:
 
-            def send_bento(payload) -> bool:
-                return http.post(f"{running.url}/score_features", json=payload).status_code == 200
+            def send_bento(payload: bytes) -> bool:
+                return http.post(f"{running.url}/score_features", content=payload, headers=headers).status_code == 200
 
-            served = http.post(f"{running.url}/score_features", json=bento_payloads[0]).json()[0]
-            mlflow_prob = reference["predictions"][0]["probability"]
-            assert abs(served["probability"] - mlflow_prob) < 1e-9, (served, reference)
-            run_load(send_bento, bento_payloads, args.concurrency, 4 * args.concurrency)  # warm-up
-            results["bentoml /score_features"] = run_load(send_bento, bento_payloads, args.concurrency, args.requests)
+            forms = {"bentoml /score_features, arrays": array_bodies, "bentoml /score_features, named": named_bodies}
+            for name, bodies in forms.items():
+                served[name] = np.array(
+                    [
+                        http.post(f"{running.url}/score_features", content=b, headers=headers).json()[0]["probability"]
+                        for b in bodies[: len(checked)]
+                    ]
+                )
+                run_load(send_bento, bodies, args.concurrency, 4 * args.concurrency)  # warm-up
+                results[name] = run_load(send_bento, bodies, args.concurrency, args.requests)
+                print(f"{name}: {results[name]['rps']:.1f} req/s", flush=True)
             soak: dict[str, float] = {}
             if args.seconds:
                 rss_start = tree_rss_mib(running.process.pid)
-                soak = run_load(send_bento, bento_payloads, args.concurrency, seconds=args.seconds)
+                soak = run_load(send_bento, array_bodies, args.concurrency, seconds=args.seconds)
                 soak.update(rss_start=rss_start, rss_end=tree_rss_mib(running.process.pid))
 
             score_ms: list[float] = []
@@ -217,38 +290,48 @@ def main() -> None:
                     files[f["image"]] = (f"{seq}.nii.gz", Path(row[f"{seq}_image"]).read_bytes(), "application/gzip")
                     if f["mask_required"]:
                         files[f["mask"]] = (f"{seq}_mask.nii.gz", Path(row[f"{seq}_mask"]).read_bytes(), "application/gzip")
-                body = {"clinical": json.dumps({**clinical[row["patient_id"]], "fused_levels": row["fused_levels"]})}
+                form = {"clinical": json.dumps({**clinical[row["patient_id"]], "fused_levels": row["fused_levels"]})}
                 for _ in range(args.score_repeats):
                     start = time.perf_counter()
-                    response = http.post(f"{running.url}/score", data=body, files=files)
+                    response = http.post(f"{running.url}/score", data=form, files=files)
                     score_ms.append((time.perf_counter() - start) * 1000.0)
                     assert response.status_code == 200, response.text
+    load_end = os.getloadavg()
 
     print()
+    for name, probs in served.items():
+        diff = float(np.max(np.abs(probs - pipeline_prob)))
+        print(f"{name}: probability of {len(checked)} patients vs the combined pipeline in process: max |diff| {diff:.2g}")
+        assert diff <= 1e-9, (name, probs, pipeline_prob)
     print(
-        f"{'server':<26} {'req/s':>8} {'p50 ms':>9} {'p99 ms':>9} {'failed':>7}   (concurrency {args.concurrency}, {args.requests} requests)"
+        f"{'server':<34} {'requests':>8} {'req/s':>8} {'p50 ms':>9} {'p99 ms':>9} {'failed':>7}"
+        f"   (concurrency {args.concurrency})"
     )
     for name, r in results.items():
-        print(f"{name:<26} {r['rps']:>8.1f} {r['p50_ms']:>9.1f} {r['p99_ms']:>9.1f} {r['failures']:>7d}")
-    b, m = results["bentoml /score_features"], results["mlflow models serve"]
-    print(
-        f"ratio BentoML/MLflow: throughput {b['rps'] / m['rps']:.2f}x, p50 latency {b['p50_ms'] / m['p50_ms']:.2f}x, "
-        f"p99 latency {b['p99_ms'] / m['p99_ms']:.2f}x"
-    )
+        print(f"{name:<34} {r['requests']:>8d} {r['rps']:>8.1f} {r['p50_ms']:>9.1f} {r['p99_ms']:>9.1f} {r['failures']:>7d}")
+    m = results["mlflow models serve"]
+    for name in forms:
+        b = results[name]
+        print(
+            f"ratio {name} / MLflow: throughput {b['rps'] / m['rps']:.2f}x, p50 latency {b['p50_ms'] / m['p50_ms']:.3f}x, "
+            f"p99 latency {b['p99_ms'] / m['p99_ms']:.3f}x"
+        )
     if soak:
         growth = (soak["rss_end"] - soak["rss_start"]) / soak["rss_start"] * 100.0
         print(
-            f"soak /score_features {args.seconds:g} s, concurrency {args.concurrency}: {soak['requests']} requests, "
+            f"soak /score_features (arrays) {args.seconds:g} s, concurrency {args.concurrency}: {soak['requests']} requests, "
             f"{soak['failures']} errors, {soak['rps']:.1f} req/s, p50 {soak['p50_ms']:.1f} ms, p99 {soak['p99_ms']:.1f} ms; "
             f"server RSS {soak['rss_start']:.0f} MiB at start, {soak['rss_end']:.0f} MiB at end ({growth:+.1f} %)"
         )
     if score_ms:
         print(
-            f"/score (images of one demo patient, {len(score_ms)} sequential calls): p50 {statistics.median(score_ms) / 1000:.2f} s, "
+            f"/score (images of one demo patient, {len(score_ms)} sequential calls): "
+            f"p50 {statistics.median(score_ms) / 1000:.2f} s, "
             f"min {min(score_ms) / 1000:.2f} s, max {max(score_ms) / 1000:.2f} s"
         )
-    else:
+    elif not spec.image_scoring:
         print("/score: the model scores precomputed features only (no image bundle); not timed")
+    print(f"load average at end: {load_end[0]:.1f} {load_end[1]:.1f} {load_end[2]:.1f}")
 
 
 if __name__ == "__main__":

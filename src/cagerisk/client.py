@@ -121,6 +121,7 @@ class CageRiskClient:
     ) -> None:
         headers = {"X-API-Key": api_key} if api_key else {}
         self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout, transport=transport)
+        self._groups: dict[str, list[str]] | None = None
 
     @classmethod
     def from_env(cls, url: str, key_env: str = "CAGERISK_API_KEY", **kwargs: Any) -> CageRiskClient:
@@ -142,21 +143,38 @@ class CageRiskClient:
         raise_for_error(response)
         return response.json()
 
-    def score_features(self, patients: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    def score_features(self, patients: Iterable[Mapping[str, Any]], compact: bool = True) -> list[dict[str, Any]]:
         """Score patients from precomputed features: each ``{"clinical": {...}, "features": {...}}``
-        and optionally ``"patient_id"``; one result per patient, in order."""
+        and optionally ``"patient_id"``; one result per patient, in order.
+
+        With ``compact`` (the default) the features travel as one array per signature in the order of
+        ``/metadata`` (fetched once): the same values in a quarter of the bytes, parsed faster. A patient
+        lacking a required feature is sent named, so that the service's error names what is missing.
+        """
+        groups = self._feature_groups() if compact else None
         items = []
         for patient in patients:
+            features = {k: _plain(v) for k, v in dict(patient["features"]).items()}
             item: dict[str, Any] = {
-                "clinical": {k: _plain(v) for k, v in dict(patient["clinical"]).items() if _plain(v) is not None},
-                "features": {k: _plain(v) for k, v in dict(patient["features"]).items()},
+                "clinical": {k: _plain(v) for k, v in dict(patient["clinical"]).items() if _plain(v) is not None}
             }
+            if groups is not None and all(n in features for names in groups.values() for n in names):
+                item.update({f"{group}_values": [features[n] for n in names] for group, names in groups.items() if names})
+            else:
+                item["features"] = features
             if patient.get("patient_id") is not None:
                 item["patient_id"] = str(patient["patient_id"])
             items.append(item)
         response = self.http.post("/score_features", json={"items": items})
         raise_for_error(response)
         return response.json()
+
+    def _feature_groups(self) -> dict[str, list[str]]:
+        """The served model's features of each signature, in its order (cached: one model per service)."""
+        if self._groups is None:
+            features = self.metadata()["expected_inputs"]["features"]
+            self._groups = {"radiomics": list(features["radiomics"]), "deep": list(features["deep"])}
+        return self._groups
 
     def score_images(
         self,

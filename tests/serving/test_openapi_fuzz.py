@@ -98,6 +98,9 @@ def check_client(url: str, key: str | None, data: Path) -> None:
         results = client.score_features([patient(p) for p in patients])
         assert [r["patient_id"] for r in results] == patients
         np.testing.assert_allclose([r["probability"] for r in results], scores.loc[patients, "combined"], atol=1e-9)
+        # The client sends value arrays by default; the named form scores the same.
+        named = client.score_features([patient(p) for p in patients], compact=False)
+        assert [r["probability"] for r in named] == [r["probability"] for r in results]
 
         too_old = patient(patients[0])
         too_old["clinical"]["age"] = 250

@@ -25,6 +25,7 @@ from serving_helpers import compose_serving_config, importable_modules, requirem
 
 from cagerisk.cohort.manifest import load_manifest
 from cagerisk.serving.bento import bentoml_environment, import_champion, serve
+from cagerisk.serving.errors import ScoringInputError
 
 pytestmark = pytest.mark.slow
 
@@ -163,6 +164,30 @@ def check_score_equals_the_mlflow_model(server, trained):
     assert served["threshold"] == pytest.approx(model.unwrap_python_model().spec.threshold)
 
 
+def check_radiomics_workers_give_the_same_features(trained):
+    """/score's PyRadiomics on worker processes (as the service runs it) equals the in-process loop."""
+    cfg, _, _ = trained
+    row = patient_row(cfg)
+    mlflow.set_tracking_uri(str(cfg.tracking.uri))
+    model = mlflow.pyfunc.load_model("models:/cage-subsidence@champion").unwrap_python_model()
+    assert len(model.spec.radiomics_rois) >= 2
+    volumes = {seq: (row[f"{seq}_image"], row[f"{seq}_mask"]) for seq in model.spec.sequences}
+    here = model._radiomics(volumes, row["fused_levels"])
+    model.start_radiomics_workers(2)
+    try:
+        assert model.radiomics_pool is not None
+        pooled = model._radiomics(volumes, row["fused_levels"])
+        # A failing ROI names the field at fault, as in process.
+        with pytest.raises(ScoringInputError, match="radiomics of ROI") as failed:
+            model._radiomics(
+                {seq: (image, "/nonexistent/mask.nii.gz") for seq, (image, _) in volumes.items()}, row["fused_levels"]
+            )
+        assert failed.value.field.endswith("_mask")
+    finally:
+        model.radiomics_pool.close()
+    assert list(pooled) == list(here) and pooled == here
+
+
 def check_score_features_batches_and_matches(server, trained):
     running, _, _ = server
     cfg, _, _ = trained
@@ -185,6 +210,27 @@ def check_score_features_batches_and_matches(server, trained):
         batch = http.post("/score_features", json={"items": [item(p) for p in patients]})
     assert all(r.status_code == 200 for r in single), [r.text for r in single if r.status_code != 200]
     assert batch.status_code == 200, batch.text
+    # The compact form (one array per signature, in /metadata's order) scores the same.
+    arrays = []
+    for p in patients:
+        named = item(p)
+        values = [named["features"][n] for n in needed["radiomics"] + needed["deep"]]
+        arrays.append(
+            {
+                "patient_id": p,
+                "clinical": named["clinical"],
+                **({"radiomics_values": values[: len(needed["radiomics"])]} if needed["radiomics"] else {}),
+                **({"deep_values": values[len(needed["radiomics"]) :]} if needed["deep"] else {}),
+            }
+        )
+    with client(running.url) as http:
+        compact = http.post("/score_features", json={"items": arrays})
+        both = http.post("/score_features", json={"items": [{**arrays[0], "features": item(patients[0])["features"]}]})
+        neither = http.post("/score_features", json={"items": [{"clinical": arrays[0]["clinical"]}]})
+    assert compact.status_code == 200, compact.text
+    assert [r["probability"] for r in compact.json()] == [r["probability"] for r in batch.json()]
+    assert both.status_code == 422 and both.json()["field"] == "items.0", both.text
+    assert neither.status_code == 400 and neither.json()["field"] == "items.0", neither.text
     by_one = [r.json()[0] for r in single]
     assert [r["patient_id"] for r in by_one] == patients == [r["patient_id"] for r in batch.json()]
     np.testing.assert_allclose([r["probability"] for r in by_one], [r["probability"] for r in batch.json()], atol=1e-12)
@@ -338,6 +384,7 @@ def check_image_model_scores_with_only_its_requirements(trained, tmp_path: Path)
 def test_served_bento_end_to_end(server, trained, tmp_path: Path):
     """One test (one xdist worker, one trained pipeline, one server) running every check in order."""
     check_score_equals_the_mlflow_model(server, trained)
+    check_radiomics_workers_give_the_same_features(trained)
     check_score_features_batches_and_matches(server, trained)
     check_metadata_docs_and_probes(server, trained)
     check_bad_input_gets_4xx_naming_the_field(server, trained, tmp_path)

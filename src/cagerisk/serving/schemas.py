@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
+from pydantic_core import PydanticCustomError
 
 from cagerisk.cohort.schema import CLINICAL, LEVELS
 from cagerisk.serving.inputs import FEATURE_LIMIT, FUSED_LEVELS, INTEGER_CLINICAL
@@ -103,19 +104,76 @@ def features_model(groups: list[list[str]], name: str = "Features") -> type[Base
     )
 
 
+def feature_values_field(names: list[str], group: str) -> tuple[Any, Any]:
+    """One signature's features as an array in the model's order: ``names`` is the order, and the
+    schema states it (``x-feature-names``), the count, each value's type and range, and that one value
+    at least is a number (an all-null group is refused, as in the named form)."""
+    value = Annotated[float, Field(ge=-FEATURE_LIMIT, le=FEATURE_LIMIT)] | None
+    # Optional, not nullable: left out when `features` is sent (a default is not validated; a null is refused).
+    return (
+        list[value],
+        Field(
+            None,
+            min_length=len(names),
+            max_length=len(names),
+            description=f"the {len(names)} {group} features of GET /metadata (expected_inputs.features.{group}) in that "
+            "order, null = missing (imputed as in training); the compact form of `features`",
+            # "not every value null" (draft 4's spelling of `contains`: the document is OpenAPI 3.0)
+            json_schema_extra={"not": {"items": {"type": "null"}}, "x-feature-names": list(names)},
+        ),
+    )
+
+
+def _one_feature_form(fields: list[str]) -> Any:
+    """``features`` or the value arrays, exactly one form (the service refuses both or neither)."""
+
+    def check(item: Any) -> Any:
+        arrays = [getattr(item, f) is not None for f in fields]
+        named = item.features is not None
+        if named and any(arrays):
+            raise ValueError(f"send either features or {' and '.join(fields)}, not both")
+        if not named and not (fields and all(arrays)):
+            alternative = f" (or {' and '.join(fields)})" if fields else ""
+            raise PydanticCustomError("missing", f"features{alternative} required")  # a 400, as a missing field
+        return item
+
+    return check
+
+
 def feature_request_models(
-    clinical_required: list[str], feature_groups: list[list[str]], max_items: int
+    clinical_required: list[str], feature_groups: dict[str, list[str]], max_items: int
 ) -> tuple[type[BaseModel], type[BaseModel]]:
-    """``(FeatureRequest, ScoreFeaturesRequest)`` of a model: one patient, and a non-empty batch of them."""
+    """``(FeatureRequest, ScoreFeaturesRequest)`` of a model: one patient, and a non-empty batch of them.
+
+    ``feature_groups`` maps each signature (``radiomics``, ``deep``) to its features. A patient's
+    features come either named (``features``: name -> value) or as one array per signature
+    (``radiomics_values``, ``deep_values``) in the model's order: the same values, a quarter of the
+    bytes, and parsed in a fraction of the time (11,495 features: about 230 kB instead of 830 kB).
+    """
     clinical = clinical_model(clinical_required)
-    features = features_model(feature_groups)
+    groups = {name: list(names) for name, names in feature_groups.items() if names}
+    features = features_model(list(groups.values()))
+    arrays = {f"{name}_values": feature_values_field(names, name) for name, names in groups.items()}
+    array_fields = list(arrays)
+    # Exactly one form, stated so that the document and the service agree on every mix of the fields.
+    forms = [
+        {"required": ["features"], "not": {"anyOf": [{"required": [f]} for f in array_fields]}},
+        {"required": array_fields, "not": {"required": ["features"]}},
+    ]
     item = create_model(
         "FeatureRequest",
-        __config__=ConfigDict(extra="forbid", strict=True),
-        __doc__="One patient's clinical values and precomputed features.",
+        __config__=ConfigDict(
+            extra="forbid",
+            strict=True,
+            json_schema_extra={"oneOf": forms} if array_fields else {"required": ["clinical", "features"]},
+        ),
+        __doc__="One patient's clinical values and precomputed features: named (`features`) or as arrays in "
+        "the model's order (" + ", ".join(f"`{f}`" for f in array_fields) + ").",
+        __validators__={"one_feature_form": model_validator(mode="after")(_one_feature_form(array_fields))},
         patient_id=(str | None, Field(None, max_length=256, description="echoed back; never logged")),
         clinical=(clinical, ...),
-        features=(features, ...),
+        features=(features, Field(None, description="feature name -> value; or the arrays below")),
+        **arrays,
     )
     batch = create_model(
         "ScoreFeaturesRequest",

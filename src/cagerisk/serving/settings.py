@@ -52,6 +52,8 @@ class ServeSettings:
     max_batch_size: int
     max_latency_ms: int
     bentoml_home: str
+    # Worker processes of /score's PyRadiomics (0: one per core, at most one per ROI group; 1: none).
+    radiomics_processes: int = 0
 
     @property
     def max_request_bytes(self) -> int:
@@ -81,6 +83,7 @@ class ServeSettings:
             max_batch_size=int(batching.get("max_batch_size", 64)),
             max_latency_ms=int(batching.get("max_latency_ms", 200)),
             bentoml_home=str(c["bentoml_home"]),
+            radiomics_processes=int(c.get("radiomics_processes") or 0),
         )
 
 

@@ -1,0 +1,104 @@
+"""The served model's fast paths score exactly as its row-by-row path, and refuse what it refuses.
+
+``CageRiskModel.score`` (MLflow's pyfunc path) turns a table whose rows all carry numeric features
+into arrays (``score_arrays``, also the service's path) instead of 11,000-key row dicts; anything
+else goes through ``score_rows``. Both must give the same probabilities and the same errors.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from serving_helpers import compose_serving_config
+
+from cagerisk.serving.errors import ScoringInputError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def served(feature_pipeline):
+    from cagerisk.tracking.registry import register_model
+
+    cfg = compose_serving_config(feature_pipeline)
+    result = register_model(cfg)
+    mlflow.set_tracking_uri(str(cfg.tracking.uri))
+    model = mlflow.pyfunc.load_model(result.model_uri).unwrap_python_model()
+    data = feature_pipeline / "data"
+    manifest = pd.read_csv(data / "cohort" / "manifest.csv").set_index("patient_id", drop=False)
+    rad = pd.read_parquet(data / "features" / "radiomics.parquet").set_index("patient_id")
+    deep = pd.read_parquet(data / "features" / "deep.parquet").set_index("patient_id")
+    patients = list(rad.index[:12])
+    frame = pd.concat(
+        [manifest.loc[patients, ["patient_id", *model.spec.clinical_variables, "bmi"]], rad.loc[patients], deep.loc[patients]],
+        axis=1,
+    ).reset_index(drop=True)
+    return model, frame
+
+
+def _error(call) -> tuple[str, str, int]:
+    with pytest.raises(ScoringInputError) as err:
+        call()
+    return err.value.field, err.value.problem, int(err.value.status)
+
+
+def test_fast_table_path_equals_row_path(served):
+    model, frame = served
+    assert model._feature_arrays(frame) is not None  # the fast path is taken
+    fast = model.score(frame)
+    rows = model.score_rows(frame.to_dict("records"))
+    pd.testing.assert_frame_equal(fast, rows)
+    assert list(fast["mode"].unique()) == ["features"]
+    # Some features missing (NaN, imputed) in a row: still the same.
+    holes = frame.copy()
+    holes.loc[0, model.spec.radiomics_features[:3]] = np.nan
+    holes.loc[1, model.spec.deep_features[:2]] = np.nan
+    pd.testing.assert_frame_equal(model.score(holes), model.score_rows(holes.to_dict("records")))
+
+
+def test_arrays_equal_rows_and_refuse_the_same(served):
+    model, frame = served
+    spec = model.spec
+    clinical = [{k: row[k] for k in spec.clinical_variables} for row in frame.to_dict("records")]
+    arrays = model.score_arrays(frame[spec.radiomics_features].to_numpy(), frame[spec.deep_features].to_numpy(), clinical)
+    rows = model.score_rows(frame[[*spec.clinical_variables, *spec.radiomics_features, *spec.deep_features]].to_dict("records"))
+    np.testing.assert_array_equal(arrays["probability"], rows["probability"])
+
+    one = frame.iloc[[0]].reset_index(drop=True)
+    for name, value in [(spec.radiomics_features[0], math.inf), (spec.deep_features[-1], -2e15)]:
+        bad = one.copy()
+        bad[name] = value
+        expected = _error(lambda b=bad: model.score_rows(b.to_dict("records")))
+        assert _error(lambda b=bad: model.score(b)) == expected
+        assert expected[0] == "features" and name in expected[1]
+    # Every feature of one signature missing: refused (400) by both paths.
+    empty = one.copy()
+    empty[spec.deep_features] = np.nan
+    expected = _error(lambda: model.score_rows(empty.to_dict("records")))
+    assert _error(lambda: model.score(empty)) == expected and expected[2] == 400
+    # In a batch the row is named.
+    two = pd.concat([one, empty], ignore_index=True)
+    assert _error(lambda: model.score(two))[0] == "rows[1].features"
+
+
+def test_other_tables_go_row_by_row(served):
+    model, frame = served
+    spec = model.spec
+    one = frame.iloc[[0]].reset_index(drop=True)
+    # A text value where a number belongs, a row without features, a bad optional clinical value: the
+    # row path words the error, the table path must not score past it.
+    text = one.astype({spec.radiomics_features[0]: object})
+    text.loc[0, spec.radiomics_features[0]] = "12.5"
+    assert model._feature_arrays(text) is None
+    assert _error(lambda: model.score(text))[0] == "features"
+    no_features = one.copy()
+    no_features[[*spec.radiomics_features, *spec.deep_features]] = np.nan
+    assert model._feature_arrays(no_features) is None
+    assert _error(lambda: model.score(no_features))[0] == "features"
+    bmi = one.copy()
+    bmi["bmi"] = 500.0
+    assert _error(lambda: model.score(bmi)) == _error(lambda: model.score_rows(bmi.to_dict("records")))
