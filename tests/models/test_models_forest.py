@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 
-from cagerisk.models.ensemble import LinearTreeStack, _logit
+from cagerisk.models.ensemble import LinearTreeStack
 from cagerisk.models.forest import CompiledForest, compiled_forest, forest_predict_proba
 
 
@@ -91,15 +91,17 @@ def test_compiled_once_per_forest_and_refit_recompiles() -> None:
     assert np.array_equal(forest_predict_proba(forest, X), forest.predict_proba(X))
 
 
-def test_linear_tree_stack_probabilities_unchanged() -> None:
+def test_linear_tree_stack_probabilities_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
     """The stack's probability with the compiled trees equals the one from scikit-learn's loop."""
+    from cagerisk.models import ensemble
+
     rng = np.random.default_rng(3)
     X, X_new = rng.normal(size=(90, 30)), rng.normal(size=(50, 30))
     y = (X[:, 0] + 2.0 * rng.normal(size=90) > 0).astype(int)
-    stack = LinearTreeStack(n_estimators=100, random_state=0).fit(X, y)
-    got = stack.predict_proba(X_new)
-    linear = stack.linear_.decision_function(stack.scaler_.transform(X_new))
-    trees = _logit(stack.trees_.predict_proba(X_new)[:, 1], stack._eps)
-    z = stack._standardise(np.column_stack([linear, trees])).mean(axis=1, keepdims=True)
-    p = 1.0 / (1.0 + np.exp(-stack.stacker_.decision_function(z)))
-    np.testing.assert_allclose(got[:, 1], p, rtol=0, atol=1e-12)
+    for combine in ("select", "equal", "learned"):
+        stack = LinearTreeStack(n_estimators=100, combine=combine, random_state=0).fit(X, y)
+        got = stack.predict_proba(X_new)
+        with monkeypatch.context() as m:
+            m.setattr(ensemble, "forest_predict_proba", lambda forest, X: forest.predict_proba(X))
+            expected = stack.predict_proba(X_new)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
