@@ -248,14 +248,7 @@ def extract_radiomics(
     n_rois = len(tasks) + len(failures)
     cache = RadiomicsCache(cache_dir)
     cache.remove_stale_temporaries()
-    results: dict[tuple[str, str, str], dict[str, float]] = {}
-    todo: list[RoiTask] = []
-    for task in tasks:
-        cached = cache.load(task)
-        if cached is None:
-            todo.append(task)
-        else:
-            results[(task.patient_id, task.sequence, task.roi)] = cached
+    results, todo = _split_cached(tasks, cache)
     n_cached = len(results)
     log.info(
         "radiomics: %d ROIs (%d patients x %s): %d cached, %d to compute, %d unusable inputs",
@@ -308,6 +301,21 @@ def extract_radiomics(
         extraction.rois_per_minute,
     )
     return extraction
+
+
+def _split_cached(
+    tasks: Sequence[RoiTask], cache: RadiomicsCache
+) -> tuple[dict[tuple[str, str, str], dict[str, float]], list[RoiTask]]:
+    """Features of the tasks the cache already holds, by (patient, sequence, ROI), and the tasks to compute."""
+    results: dict[tuple[str, str, str], dict[str, float]] = {}
+    todo: list[RoiTask] = []
+    for task in tasks:
+        cached = cache.load(task)
+        if cached is None:
+            todo.append(task)
+        else:
+            results[(task.patient_id, task.sequence, task.roi)] = cached
+    return results, todo
 
 
 def _record(
