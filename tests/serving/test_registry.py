@@ -58,7 +58,7 @@ def test_first_version_is_champion_with_signature_and_example(registered, featur
 def test_model_travels_without_the_data_folder(registered, feature_pipeline: Path):
     """Every artifact is inside the model: it scores with data/ moved away."""
     cfg, _ = registered
-    tables = read_training_tables(cfg)
+    tables = read_training_tables(cfg.paths.cohort, cfg.paths.features)
     data = feature_pipeline / "data"
     moved = feature_pipeline / "data-moved"
     shutil.move(str(data), str(moved))
@@ -107,7 +107,7 @@ def test_worse_model_becomes_challenger_with_delong(registered, feature_pipeline
     assert str(client.get_model_version_by_alias("cage-subsidence", "champion").version) == "1"
     assert str(client.get_model_version_by_alias("cage-subsidence", "challenger").version) == "2"
     # The logged figures are DeLong's on the same validation patients, scored by both registered versions.
-    tables = read_training_tables(cfg)
+    tables = read_training_tables(cfg.paths.cohort, cfg.paths.features)
     val = list(tables.split("val"))
     y = tables.manifest.loc[val, "cs"].to_numpy()
     probs = []

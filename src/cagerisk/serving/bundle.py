@@ -20,7 +20,6 @@ import joblib
 import numpy as np
 import pandas as pd
 import yaml
-from omegaconf import DictConfig, OmegaConf
 
 from cagerisk.cohort.schema import CLINICAL, ID
 from cagerisk.hashing import file_sha256
@@ -69,17 +68,19 @@ class TrainingTables:
         return digest.hexdigest()
 
 
-def combined_model_path(cfg: DictConfig) -> Path:
-    return Path(str(cfg.paths.models)) / "combined" / "model.joblib"
+def combined_model_path(models_dir: str | Path) -> Path:
+    """The combined stage's model under ``paths.models``."""
+    return Path(models_dir) / "combined" / "model.joblib"
 
 
-def read_training_tables(cfg: DictConfig) -> TrainingTables:
+def read_training_tables(cohort_dir: str | Path, features_dir: str | Path) -> TrainingTables:
+    """The manifest (``paths.cohort``) and the radiomics and deep tables (``paths.features``) the model was trained on."""
     from cagerisk.models.data import read_feature_table, read_manifest
 
     files = {
-        "manifest": Path(str(cfg.paths.cohort)) / "manifest.csv",
-        "radiomics": Path(str(cfg.paths.features)) / "radiomics.parquet",
-        "deep": Path(str(cfg.paths.features)) / "deep.parquet",
+        "manifest": Path(cohort_dir) / "manifest.csv",
+        "radiomics": Path(features_dir) / "radiomics.parquet",
+        "deep": Path(features_dir) / "deep.parquet",
     }
     for name, path in files.items():
         if not path.is_file():
@@ -103,19 +104,19 @@ def deep_groups(columns: Sequence[str]) -> list[list[str]]:
     return [list(p) for p in pairs]
 
 
-def _radiomics_params(cfg: DictConfig, sequences: Sequence[str]) -> dict[str, Any]:
+def _radiomics_params(radiomics: Mapping[str, Any], sequences: Sequence[str]) -> dict[str, Any]:
+    """PyRadiomics settings per sequence from the ``radiomics`` group (interpolations resolved)."""
     from cagerisk.radiomics.params import params_by_sequence
 
     if not sequences:
         return {}
-    rcfg = OmegaConf.to_container(cfg.radiomics, resolve=True)
-    return params_by_sequence(rcfg, list(sequences))
+    return params_by_sequence(radiomics, list(sequences))
 
 
-def _check_radiomics_settings(cfg: DictConfig, params: Mapping[str, Any]) -> None:
+def _check_radiomics_settings(summary: str | Path | None, params: Mapping[str, Any]) -> None:
     """The served extractor must use the settings that made the training table (training/serving skew
-    otherwise): compare with the hashes the radiomics stage recorded in its summary, when it did."""
-    summary_path = Path(str(cfg.radiomics.summary)) if "radiomics" in cfg and "summary" in cfg.radiomics else None
+    otherwise): compare with the hashes the radiomics stage recorded in its ``summary``, when it did."""
+    summary_path = Path(summary) if summary else None
     if summary_path is None or not summary_path.is_file():
         return
     recorded = json.loads(summary_path.read_text()).get("settings_sha256") or {}
@@ -157,10 +158,8 @@ def build_serving_bundle(
     combined = joblib.load(sources.combined_model)
     rad_required, deep_required, radiomics_rois, deep_rois = _required_inputs(combined, tables)
     rad_sequences = list(dict.fromkeys(seq for seq, _ in radiomics_rois))
-    # the helpers read a composed config's ``radiomics`` group
-    radiomics_cfg = OmegaConf.create({"radiomics": dict(sources.radiomics)})
-    params = _radiomics_params(radiomics_cfg, rad_sequences)
-    _check_radiomics_settings(radiomics_cfg, params)
+    params = _radiomics_params(sources.radiomics, rad_sequences)
+    _check_radiomics_settings(sources.radiomics.get("summary"), params)
     for seq, p in params.items():
         target = out / RADIOMICS_DIR / f"{seq}.yaml"
         target.parent.mkdir(parents=True, exist_ok=True)

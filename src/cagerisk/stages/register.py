@@ -56,7 +56,7 @@ REGISTRY_KEYS = ("model_name", "champion_alias", "challenger_alias", "on_incompa
 def bundle_sources(cfg: DictConfig) -> BundleSources:
     """Where the pipeline wrote what the bundle copies (``paths``, ``radiomics``, ``segment``, ``deep`` groups)."""
     return BundleSources(
-        combined_model=combined_model_path(cfg),
+        combined_model=combined_model_path(cfg.paths.models),
         radiomics=OmegaConf.to_container(cfg.radiomics, resolve=True),
         segment_model=Path(cfg.segment.model_path) if "segment" in cfg else None,
         deep_model=Path(cfg.deep.model_path) if "deep" in cfg else None,
@@ -132,7 +132,7 @@ def run_register_stage(cfg: DictConfig) -> RegistrationResult:
     """Stage ``register`` (see :mod:`cagerisk.tracking.registry`)."""
     registry = typed({k: cfg.serve[k] for k in REGISTRY_KEYS}, RegistryConfig, "serve")
     gate_settings(registry.gate)  # a bad gate fails before anything is logged
-    tables = read_training_tables(cfg)
+    tables = read_training_tables(cfg.paths.cohort, cfg.paths.features)
     val = [str(p) for p in tables.split("val")]
     if not val:
         raise RegistrationError("no validation patient has features: the champion decision needs the validation split")
