@@ -83,7 +83,7 @@ def test_target_lists_narrow_the_global_include_list():
         "clinical": ["lr_cv"],
         "combined": ["lr_cv"],
     }
-    assert [n for n, _ in target_selection_steps(model_config(default), "rad", "radiomics")] == ["impute", "scale"]
+    assert [n for n, _ in target_selection_steps(model_config(default), "rad", "radiomics")] == ["impute"]
     assert [n for n, _ in target_selection_steps(model_config(default), "dl", "deep")] == ["impute", "reduce"]
     fast = compose_config(["sweep=fast"])
     assert list(target_zoo(model_config(fast), "rad")) == ["stack"] and fast.sweep.cv_folds == 5

@@ -22,10 +22,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def served(feature_pipeline):
-    from cagerisk.tracking.registry import register_model
+    from cagerisk.stages.register import run_register_stage
 
     cfg = compose_serving_config(feature_pipeline)
-    result = register_model(cfg)
+    result = run_register_stage(cfg)
     mlflow.set_tracking_uri(str(cfg.tracking.uri))
     model = mlflow.pyfunc.load_model(result.model_uri).unwrap_python_model()
     data = feature_pipeline / "data"
