@@ -151,3 +151,22 @@ def test_clone_refit_is_deterministic_and_string_labels_work():
         LinearTreeStack(n_estimators=5).fit(X, np.arange(len(y)) % 3)
     with pytest.raises(ValueError, match="combine"):
         LinearTreeStack(n_estimators=5, combine="max").fit(X, y)
+
+
+@pytest.mark.parametrize("combine", ["equal", "learned"])
+def test_stack_pickled_by_the_previous_version_scores_as_it_did(combine):
+    """A champion registered before the issue-11 changes loads and gives its old probabilities.
+
+    The pickles and probabilities in tests/models/data were made with the previous ensemble.py
+    (main at 01f5a35: refitted linear model, no clipping), scikit-learn as pinned.
+    """
+    import json
+    from pathlib import Path
+
+    import joblib
+
+    data = Path(__file__).parent / "data"
+    expected = json.loads((data / "legacy_stack.json").read_text())
+    stack = joblib.load(data / f"legacy_stack_{combine}.joblib")
+    got = stack.predict_proba(np.asarray(expected["X_new"]))[:, 1]
+    np.testing.assert_allclose(got, expected["p"][combine], rtol=0, atol=1e-12)

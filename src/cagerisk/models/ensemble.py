@@ -253,6 +253,16 @@ class LinearTreeStack(ClassifierMixin, BaseEstimator):
         self.linear_intercept_ = float(coefs[best, :, -1].mean())
         return oof[best]
 
+    def __setstate__(self, state: dict) -> None:
+        """Stacks pickled before issue 11's changes (one refitted ``linear_`` model, no clipping) keep
+        scoring exactly as they did: a registered champion must survive an upgrade of this module."""
+        super().__setstate__(state)
+        if "linear_" in state and "linear_coef_" not in state:
+            self.linear_coef_ = self.linear_.coef_[0]
+            self.linear_intercept_ = float(self.linear_.intercept_[0])
+            self.feature_min_ = np.full(self.linear_coef_.shape, -np.inf)
+            self.feature_max_ = np.full(self.linear_coef_.shape, np.inf)
+
     def decision_function(self, X) -> np.ndarray:
         check_is_fitted(self, ("stacker_",))
         X = np.clip(validate_data(self, X, reset=False, dtype=np.float64), self.feature_min_, self.feature_max_)
