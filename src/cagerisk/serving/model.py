@@ -477,10 +477,11 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
         ]
         pool = getattr(self, "radiomics_pool", None)
         if pool is not None:
-            futures = [pool.submit(task) for task in tasks]
             try:
-                outcomes = [future.result() for future in futures]
-            except BrokenProcessPool:  # a worker died (killed, out of memory): go on without the pool
+                outcomes = [future.result() for future in [pool.submit(task) for task in tasks]]
+            # a worker died (killed, out of memory, could not import): go on without the pool; submit
+            # itself raises this once the pool is known to be broken
+            except BrokenProcessPool:
                 log.warning("PyRadiomics worker pool broke; extracting in the serving process from now on")
                 self.radiomics_pool = None
                 pool.close()

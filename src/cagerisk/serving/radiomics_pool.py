@@ -12,11 +12,14 @@ This module is imported by the worker processes: it imports nothing heavy at the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,24 @@ def extract_in_worker(task: Any) -> tuple[dict[str, float] | None, str]:
         return None, f"{type(cause).__name__}: {cause}"
 
 
+@contextlib.contextmanager
+def _this_cagerisk_first() -> Iterator[None]:
+    """While the pool's server process starts, the folder holding this very ``cagerisk`` leads sys.path.
+
+    The worker processes import ``cagerisk`` afresh from the sys.path they are given. MLflow puts a
+    logged model's own ``code/`` copy of ``cagerisk`` on sys.path when it loads the model; a model
+    registered by an older version then shadowed the service's code in the workers (which found no
+    ``cagerisk.serving.radiomics_pool`` and died). The workers run the code of the process that starts them.
+    """
+    root = str(Path(__file__).resolve().parents[2])
+    saved = list(sys.path)
+    sys.path[:] = [root, *(entry for entry in saved if entry != root)]
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
+
+
 class RadiomicsPool:
     """A process pool for ``extract_in_worker`` tasks (see the module docstring)."""
 
@@ -60,8 +81,10 @@ class RadiomicsPool:
             "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         )
         self.executor = ProcessPoolExecutor(self.processes, mp_context=context)
-        # Warm every worker (imports take 1-3 s), without waiting for it.
-        self.warming = [self.executor.submit(_warm, list(warm_params)) for _ in range(self.processes)]
+        # Warm every worker (imports take 1-3 s), without waiting for it; the first submit starts the
+        # server process that every worker is forked from.
+        with _this_cagerisk_first():
+            self.warming = [self.executor.submit(_warm, list(warm_params)) for _ in range(self.processes)]
         log.info("PyRadiomics pool: %d worker processes", self.processes)
 
     def submit(self, task: Any) -> Future:
