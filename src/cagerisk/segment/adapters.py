@@ -107,6 +107,11 @@ def _needed(sequence: str) -> list[str]:
     return [name for name in LABELS if name.split("_")[0] in prefixes]
 
 
+def _sources_needed(task: str, sequence: str) -> set[str]:
+    """The TotalSegmentator classes of ``task`` that make the structures ``sequence`` holds."""
+    return {STRUCTURE_SOURCES[task][s] for s in _needed(sequence) if s in STRUCTURE_SOURCES[task]}
+
+
 def _check_task(task: str) -> None:
     if task not in TOTALSEGMENTATOR_IDS:
         raise ValueError(f"unknown TotalSegmentator task {task!r}; expected one of {sorted(TOTALSEGMENTATOR_IDS)}")
@@ -153,7 +158,9 @@ def adapt_multilabel(path: str | Path, task: str, sequence: str, patient: str = 
     unknown = sorted(v for v in present if v < 0 or v > TASK_CLASSES[task])
     if unknown:
         raise AdapterError(f"{where}: label ids {unknown} are not TotalSegmentator {task!r} classes (1..{TASK_CLASSES[task]})")
-    masks = {name: values == class_id for name, class_id in TOTALSEGMENTATOR_IDS[task].items()}
+    # one boolean volume per class the sequence uses (not per mapped class: a CT is large)
+    ids = TOTALSEGMENTATOR_IDS[task]
+    masks = {name: values == ids[name] for name in _sources_needed(task, sequence)}
     return _assemble(masks, labels, task, sequence, where)
 
 
