@@ -20,10 +20,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sklearn.metrics import roc_auc_score
 
 from cagerisk.cohort import latent
-from cagerisk.cohort.manifest import read_manifest_table, validate_manifest
+from cagerisk.cohort.manifest import adapt_manifest_masks, read_manifest_table, resolve_paths, validate_manifest
 from cagerisk.cohort.schema import ID, OUTCOME, SEQUENCES, SPLITS, image_column, mask_column
 from cagerisk.cohort.split import assign_splits
 from cagerisk.cohort.synthetic import ImageJob, draw_cohort, patient_id, render_cohort
+from cagerisk.cohort.totalsegmentator import label_tasks
 from cagerisk.config.pipeline import ManifestCohortConfig, SyntheticCohortConfig
 
 __all__ = ["Cohort", "manifest_cohort", "oracle_summary", "second_reader_subset", "synthetic_cohort"]
@@ -39,6 +40,7 @@ class Cohort:
     truth: pd.DataFrame | None = None  # synthetic: each patient's true risk and latent variables
     oracle: dict[str, Any] | None = None  # synthetic: AUC of the true risk per split
     issues: pd.DataFrame | None = None  # manifest: one row per validation problem
+    mask_sources: pd.DataFrame | None = None  # manifest: one row per mask adapted from TotalSegmentator
 
     def metrics(self) -> dict[str, float]:
         """Sizes and prevalences per split, oracle AUCs, rejected patients."""
@@ -152,13 +154,31 @@ def synthetic_cohort(cohort: SyntheticCohortConfig, out: Path) -> Cohort:
     return Cohort(frame=frame, truth=truth, oracle=oracle_summary(frame, truth))
 
 
-def manifest_cohort(cohort: ManifestCohortConfig) -> Cohort:
+def manifest_cohort(cohort: ManifestCohortConfig, out: Path) -> Cohort:
     """A real cohort: the validated manifest (patients with problems left out and listed in ``issues``),
     its own split column when complete, else a stratified split. An empty ``frame`` means no patient
-    passed; the caller reports it after writing the issues."""
+    passed; the caller reports it after writing the issues.
+
+    Sequences whose masks come from TotalSegmentator (``cohort.labels``) get them mapped onto cagerisk's
+    label map under ``out/masks`` first (the manifest then points there); ``mask_sources`` says, per
+    patient and mask, what was found and what is missing.
+    """
     source = Path(cohort.manifest)
     raw = read_manifest_table(source)
-    result = validate_manifest(raw, source.parent, images=cohort.check_images)
+    tasks = label_tasks(cohort.labels)
+    prior, mask_sources = [], None
+    if any(tasks.values()):
+        raw = resolve_paths(raw.reset_index(drop=True), source.parent)
+        raw, prior, mask_sources = adapt_manifest_masks(raw, tasks, out / "masks")
+        lacking = mask_sources[(mask_sources["missing"] != "") | (mask_sources["rois_not_in_task"] != "")]
+        log.warning(
+            "TotalSegmentator masks: %d adapted, %d failed; %d lack structures their sequence holds "
+            "(nothing filled in; see mask_sources.csv)",
+            len(mask_sources),
+            len(prior),
+            len(lacking),
+        )
+    result = validate_manifest(raw, source.parent, images=cohort.check_images, tasks=tasks, prior_issues=prior)
     issues = result.issues_frame()
     if result.issues:
         log.warning("%s", result.summary())
@@ -166,11 +186,11 @@ def manifest_cohort(cohort: ManifestCohortConfig) -> Cohort:
         log.info("%s", result.summary())
     frame = result.manifest
     if frame.empty:
-        return Cohort(frame=frame, issues=issues)
+        return Cohort(frame=frame, issues=issues, mask_sources=mask_sources)
     given = frame["split"] if "split" in frame.columns else pd.Series(dtype=object)
     if given.notna().all() and len(given) and set(given.astype(str).str.strip()) <= set(SPLITS):
         log.info("using the manifest's split column")
         frame["split"] = given.astype(str).str.strip()
     else:
         frame["split"] = _assign_splits(frame, cohort)
-    return Cohort(frame=frame, issues=issues)
+    return Cohort(frame=frame, issues=issues, mask_sources=mask_sources)

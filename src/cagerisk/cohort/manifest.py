@@ -7,7 +7,8 @@ field, so a data manager can fix a real cohort in one pass; rows without problem
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
+from cagerisk.atomic import replaced_atomically
 from cagerisk.cohort.schema import (
     CLINICAL,
     ID,
@@ -32,6 +34,7 @@ from cagerisk.cohort.schema import (
     parse_levels,
     roi_label_values,
 )
+from cagerisk.cohort.totalsegmentator import AdapterError, adapt_mask, unmapped_rois
 from cagerisk.imaging.io import ImageReadError, read_image, same_geometry
 
 log = logging.getLogger(__name__)
@@ -161,9 +164,16 @@ def check_clinical(row: pd.Series, pid: str) -> tuple[dict[str, object], list[Ma
 
 # ---- image checks --------------------------------------------------------------------------------
 def check_mask(
-    image: sitk.Image, mask_path: str, field: str, sequence: str, fused_levels: str | None, pid: str
+    image: sitk.Image,
+    mask_path: str,
+    field: str,
+    sequence: str,
+    fused_levels: str | None,
+    pid: str,
+    skip_rois: Iterable[str] = (),
 ) -> list[ManifestIssue]:
-    """Geometry, label values and non-empty ROIs of one mask against its image."""
+    """Geometry, label values and non-empty ROIs of one mask against its image (``skip_rois``: ROIs the
+    mask's source cannot hold, reported by the adapter instead)."""
     try:
         mask = read_image(mask_path)
     except ImageReadError as err:
@@ -181,14 +191,25 @@ def check_mask(
     if fused_levels is not None:
         present = set(int(v) for v in values)
         for roi in ROIS[sequence]:
+            if roi in skip_rois:
+                continue
             if not present.intersection(roi_label_values(fused_levels, roi)):
                 wanted = roi_label_values(fused_levels, roi)
                 issues.append(ManifestIssue(pid, field, f"empty ROI {roi!r}: none of labels {wanted} present"))
     return issues
 
 
-def check_images(row: pd.Series, pid: str, fused_levels: str | None) -> list[ManifestIssue]:
+def check_images(
+    row: pd.Series,
+    pid: str,
+    fused_levels: str | None,
+    tasks: Mapping[str, str | None] | None = None,
+    skip_fields: Iterable[str] = (),
+) -> list[ManifestIssue]:
+    """Every image and mask of one row (``tasks``: the TotalSegmentator task a sequence's masks were
+    adapted from; ``skip_fields``: mask columns whose problem is already reported)."""
     issues: list[ManifestIssue] = []
+    tasks = tasks or {}
     for seq in SEQUENCES:
         img_col = image_column(seq)
         if is_blank(row.get(img_col)):
@@ -204,11 +225,14 @@ def check_images(row: pd.Series, pid: str, fused_levels: str | None) -> list[Man
             continue
         for reader in (1, 2):
             col = mask_column(seq, reader)
+            if col in skip_fields:
+                continue
             if col not in row.index or is_blank(row.get(col)):
                 if reader == 1:
                     issues.append(ManifestIssue(pid, col, "missing path"))
                 continue
-            issues.extend(check_mask(image, row[col], col, seq, fused_levels, pid))
+            skip = unmapped_rois(tasks[seq], seq) if tasks.get(seq) else ()
+            issues.extend(check_mask(image, row[col], col, seq, fused_levels, pid, skip))
     return issues
 
 
@@ -236,8 +260,19 @@ class ValidationResult:
         return "\n".join(lines)
 
 
-def validate_manifest(frame: pd.DataFrame, base_dir: str | Path, images: bool = True, n_threads: int = 4) -> ValidationResult:
-    """Check every row; keep the good ones. Raises ManifestError only for manifest-wide problems."""
+def validate_manifest(
+    frame: pd.DataFrame,
+    base_dir: str | Path,
+    images: bool = True,
+    n_threads: int = 4,
+    tasks: Mapping[str, str | None] | None = None,
+    prior_issues: Iterable[ManifestIssue] = (),
+) -> ValidationResult:
+    """Check every row; keep the good ones. Raises ManifestError only for manifest-wide problems.
+
+    ``tasks`` and ``prior_issues`` come from :func:`adapt_manifest_masks` (masks adapted from
+    TotalSegmentator, and the adaptations that failed: their patients are rejected with those issues).
+    """
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns and c != "n_levels"]
     missing += [image_column(s) for s in SEQUENCES if image_column(s) not in frame.columns]
     missing += [mask_column(s) for s in SEQUENCES if mask_column(s) not in frame.columns]
@@ -245,7 +280,8 @@ def validate_manifest(frame: pd.DataFrame, base_dir: str | Path, images: bool = 
         raise ManifestError(f"manifest lacks required column(s): {', '.join(missing)} (see docs/manifest.md)")
     frame = resolve_paths(frame.reset_index(drop=True), base_dir)
     ids = frame[ID].astype(str).str.strip()
-    issues: list[ManifestIssue] = []
+    issues: list[ManifestIssue] = list(prior_issues)
+    reported = {(i.patient_id, i.field) for i in issues}
     seen: set[str] = set()
     cleaned: list[dict[str, object]] = []
     for i, row in frame.iterrows():
@@ -272,7 +308,9 @@ def validate_manifest(frame: pd.DataFrame, base_dir: str | Path, images: bool = 
                 levels = ";".join(parse_levels(levels)) if levels else None
             except ValueError:
                 levels = None
-            return check_images(pd.Series(rec), str(rec[ID]), levels)
+            pid = str(rec[ID])
+            skip = {field for who, field in reported if who == pid}
+            return check_images(pd.Series(rec), pid, levels, tasks, skip)
 
         with ThreadPoolExecutor(max_workers=n_threads) as pool:
             for found in pool.map(image_issues, range(len(cleaned))):
@@ -286,11 +324,76 @@ def validate_manifest(frame: pd.DataFrame, base_dir: str | Path, images: bool = 
     return ValidationResult(manifest=good, issues=issues, n_rows=len(frame))
 
 
-def relative_paths(frame: pd.DataFrame, base_dir: str | Path) -> pd.DataFrame:
-    """Paths under ``base_dir`` written relative to it (so the cohort folder can move)."""
+def adapt_manifest_masks(
+    frame: pd.DataFrame, tasks: Mapping[str, str | None], out_dir: str | Path, n_threads: int = 4
+) -> tuple[pd.DataFrame, list[ManifestIssue], pd.DataFrame]:
+    """TotalSegmentator masks (``{seq}_mask`` and ``{seq}_mask_r2`` of every sequence with a task) mapped
+    onto cagerisk's label map and written under ``out_dir``; the manifest then points at them.
+
+    ``frame`` has absolute paths (:func:`resolve_paths`). Returns the new frame, one issue per mask that
+    could not be adapted (naming patient, column and file), and one row per adapted mask: its source,
+    the structures found, those missing, the ROIs the task cannot give, and notes (e.g. the sacrum
+    standing in for S1). Nothing missing is filled in.
+    """
+    out = frame.copy()
+    jobs = [
+        (i, seq, col, task)
+        for seq, task in tasks.items()
+        if task
+        for col in (mask_column(seq), mask_column(seq, 2))
+        if col in out.columns
+        for i in range(len(out))
+        if not is_blank(out.at[i, col])
+    ]
+
+    def adapt(job: tuple[int, str, str, str]) -> tuple[int, str, str | None, ManifestIssue | None, dict | None]:
+        i, seq, col, task = job
+        pid = str(out.at[i, ID]).strip()
+        source = str(out.at[i, col])
+        try:
+            reference = read_image(out.at[i, image_column(seq)]) if not is_blank(out.at[i, image_column(seq)]) else None
+        except ImageReadError:
+            reference = None  # validation reports the image itself
+        try:
+            adapted = adapt_mask(source, task, seq, pid, reference)
+        except AdapterError as err:
+            return i, col, None, ManifestIssue(pid, col, f"TotalSegmentator {task!r}: {err}"), None
+        target = Path(out_dir) / f"{i:05d}_{re.sub(r'[^A-Za-z0-9._-]', '_', pid)}" / f"{col}.nrrd"
+        with replaced_atomically(target) as tmp:
+            sitk.WriteImage(adapted.image, str(tmp), True)
+        record = {
+            ID: pid,
+            "sequence": seq,
+            "column": col,
+            "task": task,
+            "source": source,
+            "mask": str(target),
+            "found": ";".join(adapted.found),
+            "missing": ";".join(adapted.missing),
+            "rois_not_in_task": ";".join(unmapped_rois(task, seq)),
+            "notes": "; ".join(adapted.notes),
+        }
+        return i, col, str(target), None, record
+
+    issues: list[ManifestIssue] = []
+    records: list[dict] = []
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        for i, col, target, issue, record in pool.map(adapt, jobs):
+            if issue is not None:
+                issues.append(issue)
+            else:
+                out.at[i, col] = target
+                records.append(record)
+    columns = [ID, "sequence", "column", "task", "source", "mask", "found", "missing", "rois_not_in_task", "notes"]
+    return out, issues, pd.DataFrame(records, columns=columns)
+
+
+def relative_paths(frame: pd.DataFrame, base_dir: str | Path, columns: Iterable[str] | None = None) -> pd.DataFrame:
+    """Paths under ``base_dir`` written relative to it (so the cohort folder can move); ``columns``
+    default to the image and mask columns."""
     base = Path(base_dir).resolve()
     out = frame.copy()
-    for col in path_columns(out):
+    for col in path_columns(out) if columns is None else columns:
         values = []
         for v in out[col]:
             if is_blank(v):

@@ -81,6 +81,9 @@ class ManifestCohortConfig:
     split_counts: dict[str, int] | None
     stratify_by_center: bool
     check_images: bool
+    # where each sequence's masks come from: "cagerisk" (own label values), "totalsegmentator", a
+    # TotalSegmentator task, or a mapping {sequence: one of those} (cohort.totalsegmentator.label_tasks)
+    labels: Any = "cagerisk"
 
 
 COHORT_SOURCES: dict[str, type] = {"synthetic": SyntheticCohortConfig, "manifest": ManifestCohortConfig}

@@ -33,6 +33,10 @@ def write_cohort(cohort: Cohort, out: Path, source: str) -> dict[str, Path]:
     outputs: dict[str, Path] = {}
     if cohort.issues is not None:
         outputs["validation_issues.csv"] = write_frame_atomic(cohort.issues, out / "validation_issues.csv")
+    if cohort.mask_sources is not None:
+        outputs["mask_sources.csv"] = write_frame_atomic(
+            relative_paths(cohort.mask_sources, out, ["mask"]), out / "mask_sources.csv"
+        )
     if cohort.frame.empty:
         raise ManifestError(f"{source}: no valid patient left; see {out / 'validation_issues.csv'}")
     if cohort.truth is not None:
@@ -51,7 +55,15 @@ def write_cohort(cohort: Cohort, out: Path, source: str) -> dict[str, Path]:
 
 def log_cohort(cohort: Cohort, outputs: Mapping[str, Path]) -> None:
     mlflow.log_metrics(cohort.metrics())
-    for name in ("manifest.csv", "labels.json", "table1.csv", "table1.md", "oracle.json", "validation_issues.csv"):
+    for name in (
+        "manifest.csv",
+        "labels.json",
+        "table1.csv",
+        "table1.md",
+        "oracle.json",
+        "validation_issues.csv",
+        "mask_sources.csv",
+    ):
         if name in outputs:
             mlflow.log_artifact(str(outputs[name]), artifact_path="cohort")
 
@@ -66,7 +78,7 @@ def run_cohort_stage(cfg: DictConfig) -> Path:
         if isinstance(config, SyntheticCohortConfig):
             cohort, source = synthetic_cohort(config, out), "synthetic cohort"
         else:
-            cohort, source = manifest_cohort(config), config.manifest
+            cohort, source = manifest_cohort(config, out), config.manifest
         outputs = write_cohort(cohort, out, source)
         if run is not None:
             log_cohort(cohort, outputs)

@@ -9,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 
 from cagerisk.cohort.schema import LABELS
-from cagerisk.segment.adapters import (
+from cagerisk.cohort.totalsegmentator import (
     TOTALSEGMENTATOR_IDS,
     AdapterError,
     adapt_multilabel,

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from cagerisk.cohort.schema import LABEL_NAMES, LABELS, SEQUENCE_STRUCTURES, VERTEBRAE
+from cagerisk.cohort.schema import LABEL_NAMES, LABELS, SEQUENCE_STRUCTURES, SEQUENCES, VERTEBRAE
+from cagerisk.config import ConfigError
 from cagerisk.imaging.io import ImageReadError, read_image, same_geometry
 
 # TotalSegmentator class id of every class cagerisk maps, per task (from its map_to_binary.class_map),
@@ -86,6 +87,48 @@ STAND_INS: dict[tuple[str, str], str] = {
     ("vertebrae_mr", "vertebra_S1"): "vertebra_S1 is TotalSegmentator's whole sacrum (vertebrae_mr has no separate S1)",
 }
 LUMBAR = tuple(f"vertebra_{v}" for v in VERTEBRAE[:-1])
+# `cohort.labels: totalsegmentator`: the task whose output a site would have for each sequence (whole
+# vertebrae with levels for sagittal MR; muscles for axial MR).
+DEFAULT_TASKS: dict[str, str] = {
+    "ct": "total",
+    "t1": "vertebrae_mr",
+    "t2": "vertebrae_mr",
+    "t1ax": "total_mr",
+    "t2ax": "total_mr",
+}
+OWN_LABELS = "cagerisk"
+
+
+def label_tasks(labels: str | Mapping[str, str]) -> dict[str, str | None]:
+    """``cohort.labels`` as the TotalSegmentator task of each sequence (None: cagerisk's own label values).
+
+    ``labels`` is one value for every sequence or a mapping ``{sequence: value}`` (sequences left out keep
+    cagerisk's labels); a value is ``cagerisk``, ``totalsegmentator`` (the sequence's task in
+    :data:`DEFAULT_TASKS`) or a task name (``total``, ``total_mr``, ``vertebrae_mr``).
+    """
+    per_sequence = dict(labels) if isinstance(labels, Mapping) else dict.fromkeys(SEQUENCES, labels)
+    unknown = sorted(set(per_sequence) - set(SEQUENCES))
+    if unknown:
+        raise ConfigError(f"config cohort.labels: unknown sequence(s) {unknown}; expected some of {list(SEQUENCES)}")
+    tasks: dict[str, str | None] = {}
+    for sequence in SEQUENCES:
+        value = per_sequence.get(sequence, OWN_LABELS)
+        if value == OWN_LABELS:
+            tasks[sequence] = None
+        elif value == "totalsegmentator":
+            tasks[sequence] = DEFAULT_TASKS[sequence]
+        elif value in TOTALSEGMENTATOR_IDS:
+            tasks[sequence] = value
+        else:
+            allowed = [OWN_LABELS, "totalsegmentator", *TOTALSEGMENTATOR_IDS]
+            raise ConfigError(f"config cohort.labels.{sequence}: {value!r}; expected one of {allowed}")
+    return tasks
+
+
+def unmapped_rois(task: str, sequence: str) -> list[str]:
+    """ROIs of ``sequence`` of which ``task`` gives no structure at all (e.g. discs from ``vertebrae_mr``)."""
+    mapped = {name.split("_")[0] for name in STRUCTURE_SOURCES[task]}
+    return [roi for roi in SEQUENCE_STRUCTURES[sequence] if roi not in mapped]
 
 
 class AdapterError(ValueError):
@@ -162,6 +205,23 @@ def adapt_multilabel(path: str | Path, task: str, sequence: str, patient: str = 
     ids = TOTALSEGMENTATOR_IDS[task]
     masks = {name: values == ids[name] for name in _sources_needed(task, sequence)}
     return _assemble(masks, labels, task, sequence, where)
+
+
+def adapt_mask(
+    path: str | Path, task: str, sequence: str, patient: str = "?", reference: sitk.Image | None = None
+) -> AdaptedMask:
+    """A TotalSegmentator output as it comes: a folder of structure files, else the multi-label file.
+
+    ``reference`` (the image the mask belongs to) must share the output's grid.
+    """
+    if Path(path).is_dir():
+        return adapt_structure_folder(path, task, sequence, patient, reference)
+    adapted = adapt_multilabel(path, task, sequence, patient)
+    if reference is not None:
+        same, why = same_geometry(reference, adapted.image)
+        if not same:
+            raise AdapterError(f"patient {patient}, {sequence} mask {path}: not on the image's grid ({why})")
+    return adapted
 
 
 def adapt_structure_folder(
