@@ -13,7 +13,7 @@ beforehand (the clients' JSON encoding would otherwise compete with the servers 
 
 First the probabilities of 4 patients from each server are checked against the combined pipeline in
 this process (to 1e-9). Printed: model version, features per request and bytes, req/s, p50 and p99
-per server, BentoML's CPU time per request (its whole process tree: unlike latency, hardly changed
+per server, BentoML's CPU time per request (its whole process tree: less changed than latency
 by other work on the machine), the ratios to MLflow; with ``--seconds N`` a soak of
 ``/score_features`` (arrays) at the same concurrency with errors and the resident memory of the
 whole `bentoml serve` process tree at its start and end; ``/score`` (images -> U-Net, PyRadiomics,
