@@ -13,10 +13,12 @@ beforehand (the clients' JSON encoding would otherwise compete with the servers 
 
 First the probabilities of 4 patients from each server are checked against the combined pipeline in
 this process (to 1e-9). Printed: model version, features per request and bytes, req/s, p50 and p99
-per server, the ratios to MLflow; with ``--seconds N`` a soak of ``/score_features`` (arrays) at the
-same concurrency with errors and the resident memory of the whole `bentoml serve` process tree at its
-start and end; ``/score`` (images -> U-Net, PyRadiomics, ViT-3D, combined model) of one demo patient,
-``--score-repeats`` sequential calls; the load average at start and end (the machine may be shared).
+per server, BentoML's CPU time per request (its whole process tree: less changed than latency
+by other work on the machine), the ratios to MLflow; with ``--seconds N`` a soak of
+``/score_features`` (arrays) at the same concurrency with errors and the resident memory of the
+whole `bentoml serve` process tree at its start and end; ``/score`` (images -> U-Net, PyRadiomics,
+ViT-3D, combined model) of one demo patient, ``--score-repeats`` sequential calls; the load average
+at start and end (the machine may be shared).
 
     .venv/bin/python benchmarks/serving_load.py                         # after `make demo`
     .venv/bin/python benchmarks/serving_load.py --seconds 60            # plus a 60 s soak
@@ -102,6 +104,21 @@ def tree_rss_mib(pid: int) -> float:
         except psutil.NoSuchProcess:
             continue
     return total / 2**20
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and all its descendants."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def mlflow_server(model_uri: str, env: dict[str, str], log_path: Path, workers: int = 1):
@@ -272,7 +289,11 @@ def main() -> None:
                     ]
                 )
                 run_load(send_bento, bodies, args.concurrency, 4 * args.concurrency)  # warm-up
+                # The server's CPU time per request: what one request costs whatever else runs on the
+                # machine (latencies on a shared machine mostly measure the others).
+                cpu_start = tree_cpu_s(running.process.pid)
                 results[name] = run_load(send_bento, bodies, args.concurrency, args.requests)
+                results[name]["cpu_ms"] = (tree_cpu_s(running.process.pid) - cpu_start) / results[name]["requests"] * 1e3
                 print(f"{name}: {results[name]['rps']:.1f} req/s", flush=True)
             soak: dict[str, float] = {}
             if args.seconds:
@@ -304,11 +325,14 @@ def main() -> None:
         print(f"{name}: probability of {len(checked)} patients vs the combined pipeline in process: max |diff| {diff:.2g}")
         assert diff <= 1e-9, (name, probs, pipeline_prob)
     print(
-        f"{'server':<34} {'requests':>8} {'req/s':>8} {'p50 ms':>9} {'p99 ms':>9} {'failed':>7}"
+        f"{'server':<34} {'requests':>8} {'req/s':>8} {'p50 ms':>9} {'p99 ms':>9} {'failed':>7} {'CPU ms/req':>11}"
         f"   (concurrency {args.concurrency})"
     )
     for name, r in results.items():
-        print(f"{name:<34} {r['requests']:>8d} {r['rps']:>8.1f} {r['p50_ms']:>9.1f} {r['p99_ms']:>9.1f} {r['failures']:>7d}")
+        cpu = f"{r['cpu_ms']:>11.2f}" if "cpu_ms" in r else f"{'':>11}"
+        print(
+            f"{name:<34} {r['requests']:>8d} {r['rps']:>8.1f} {r['p50_ms']:>9.1f} {r['p99_ms']:>9.1f} {r['failures']:>7d} {cpu}"
+        )
     m = results["mlflow models serve"]
     for name in forms:
         b = results[name]

@@ -102,3 +102,31 @@ def test_other_tables_go_row_by_row(served):
     bmi = one.copy()
     bmi["bmi"] = 500.0
     assert _error(lambda: model.score(bmi)) == _error(lambda: model.score_rows(bmi.to_dict("records")))
+
+
+def test_compiled_pipelines_score_as_scikit_learn(served):
+    """The served path evaluates the pipelines in numpy (cagerisk.models.compiled) once they were checked
+    at load; probabilities, signatures and risk classes are scikit-learn's own."""
+    model, frame = served
+    assert model.compiled is not None  # the test model's pipelines are of kinds the module knows
+    holes = frame.copy()
+    holes.loc[0, model.spec.radiomics_features[:3]] = np.nan
+    compiled = model.score(holes)
+    kept = model.compiled
+    try:
+        model.compiled = None
+        sklearn = model.score(holes)
+    finally:
+        model.compiled = kept
+    for column in ("probability", "rad_sign", "dl_sign"):
+        assert np.max(np.abs(compiled[column].to_numpy() - sklearn[column].to_numpy())) <= 1e-12
+    assert compiled["risk_class"].tolist() == sklearn["risk_class"].tolist()
+    # and against the combined stage's own call, on named tables
+    ids = [f"P{i}" for i in range(len(holes))]
+    named = holes.assign(patient_id=ids)
+    expected = model.combined.predict_from_features(
+        named[["patient_id", *model.radiomics_columns]],
+        named[["patient_id", *model.deep_columns]],
+        named[["patient_id", *model.spec.clinical_variables]],
+    )["prob"].to_numpy()
+    assert np.max(np.abs(compiled["probability"].to_numpy() - expected)) <= 1e-9

@@ -39,6 +39,7 @@ import pandas as pd
 import yaml
 
 from cagerisk.cohort.schema import CLINICAL_NAMES, roi_label_values, sequence_rois
+from cagerisk.models.served import RISK_HIGH, RISK_LOW
 from cagerisk.serving.errors import ScoringInputError, missing
 from cagerisk.serving.features import pipeline_inputs
 from cagerisk.serving.inputs import (
@@ -61,6 +62,9 @@ SEGMENT_FILE = "segment_unet.pt"
 DEEP_FILE = "deep_vit3d.pt"
 RADIOMICS_DIR = "radiomics"
 ID_COLUMN = "patient_id"
+# How far the compiled pipelines may be from scikit-learn's on the check at load (they do the same
+# float operations: the differences seen are 0 to a few 1e-17).
+COMPILED_TOLERANCE = 1e-12
 OUTPUT_COLUMNS = ("patient_id", "probability", "rad_sign", "dl_sign", "risk_class", "threshold", "mode")
 MODE_FEATURES, MODE_IMAGES = "features", "images"
 # Fields of a row that are not features.
@@ -171,6 +175,7 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
         self._deep_required = np.array([self._deep_index[c] for c in self.spec.deep_features], dtype=np.intp)
         self.as_arrays = False
         self.as_arrays = self._arrays_give_the_same_scores()
+        self.compiled = self._compiled_pipelines() if self.as_arrays else None
         self.radiomics_params = load_radiomics_params(bundle)
         self.radiomics_sha256: dict[str, str] = {}
         if self.spec.image_scoring:  # PyRadiomics' settings hash imports it (and PyWavelets): images only
@@ -203,19 +208,7 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
         """Whether the signature pipelines score value arrays exactly as the named tables they were
         fitted on (then ``score_rows`` skips scikit-learn's per-column DataFrame checks). Checked on
         made-up rows: required features random, the others missing, as a request leaves them."""
-        rng = np.random.default_rng(seed)
-        index = pd.Index([f"probe{i}" for i in range(n)], name=ID_COLUMN)
-
-        def table(columns: list[str], required: list[str]) -> pd.DataFrame:
-            frame = pd.DataFrame(np.nan, index=index, columns=columns)
-            frame[required] = rng.normal(size=(n, len(required)))
-            return frame
-
-        rad = table(self.radiomics_columns, self.spec.radiomics_features)
-        dl = table(self.deep_columns, self.spec.deep_features)
-        clinical = None
-        if self.spec.clinical_variables:
-            clinical = pd.DataFrame({k: [_probe_value(k)] * n for k in self.spec.clinical_variables}, index=index)
+        rad, dl, clinical = self._probe_tables(n, seed)
         try:
             named = self.combined.predict_checked(rad, dl, clinical)
             arrays = self.combined.predict_checked(rad, dl, clinical, as_arrays=True)
@@ -225,6 +218,59 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
         same = bool(np.array_equal(named["prob"].to_numpy(), arrays["prob"].to_numpy()))
         log.info("signature pipelines score value arrays %s", "identically" if same else "differently: named tables kept")
         return same
+
+    def _probe_tables(self, n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+        """Made-up patients: required features random, the others missing (as a request leaves them),
+        each clinical variable's categories in turn, numbers across their range."""
+        rng = np.random.default_rng(seed)
+        index = pd.Index([f"probe{i}" for i in range(n)], name=ID_COLUMN)
+
+        def table(columns: list[str], required: np.ndarray) -> pd.DataFrame:
+            values = np.full((n, len(columns)), np.nan)
+            values[:, required] = rng.normal(size=(n, len(required)))
+            # built from one array: setting 11,000 named columns of a frame takes pandas seconds
+            return pd.DataFrame(values, index=index, columns=columns)
+
+        rad = table(self.radiomics_columns, self._radiomics_required)
+        dl = table(self.deep_columns, self._deep_required)
+        clinical = None
+        if self.spec.clinical_variables:
+            clinical = pd.DataFrame(
+                {k: [_probe_value(k, i) for i in range(n)] for k in self.spec.clinical_variables}, index=index
+            )
+        return rad, dl, clinical
+
+    def _compiled_pipelines(self, n: int = 8, seed: int = 1) -> tuple[Any, Any, Any] | None:
+        """The three pipelines in numpy (:mod:`cagerisk.models.compiled`: scikit-learn's checks of pandas
+        frames cost ~10 ms per call, the arithmetic microseconds), when every step is of a kind that
+        module knows and the whole path gives ``CombinedModel.predict_checked``'s probabilities and
+        signatures (to 1e-12) on made-up patients; else None and scoring stays with scikit-learn."""
+        from cagerisk.models.compiled import compile_pipeline
+
+        combined = self.combined
+        compiled = tuple(compile_pipeline(p) for p in (combined.rad_pipeline, combined.dl_pipeline, combined.combined_pipeline))
+        if any(c is None for c in compiled):
+            log.info("scoring with scikit-learn: a pipeline has a step cagerisk.models.compiled does not know")
+            return None
+        rad, dl, clinical = self._probe_tables(n, seed)
+        rows = [] if clinical is None else clinical.to_dict("records")
+        try:
+            expected = combined.predict_checked(rad, dl, clinical, as_arrays=True)
+            got = _compiled_scores(compiled, rad.to_numpy(), dl.to_numpy(), rows or [{}] * n, self.spec.clinical_variables)
+        except Exception as err:  # noqa: BLE001 - any failure means: keep scikit-learn
+            log.info("scoring with scikit-learn: the compiled pipelines failed on made-up patients (%s)", type(err).__name__)
+            return None
+        if got is None:
+            log.info("scoring with scikit-learn: the compiled pipelines do not take these inputs")
+            return None
+        diff = max(
+            float(np.max(np.abs(a - expected[c].to_numpy()))) for a, c in zip(got, ("prob", "rad_sign", "dl_sign"), strict=True)
+        )
+        if not diff <= COMPILED_TOLERANCE:
+            log.warning("scoring with scikit-learn: the compiled pipelines differ from it by %.3g", diff)
+            return None
+        log.info("pipelines compiled to numpy (max |diff| %.2g against scikit-learn on made-up patients)", diff)
+        return compiled
 
     # ---- scoring -------------------------------------------------------------------------------
 
@@ -347,20 +393,29 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
         ids: Sequence[str | None],
     ) -> pd.DataFrame:
         n = len(rad_matrix)
-        index = pd.Index([f"row{i}" for i in range(n)], name=ID_COLUMN)
-        rad_frame = pd.DataFrame(rad_matrix, index=index, columns=self.radiomics_columns)
-        dl_frame = pd.DataFrame(dl_matrix, index=index, columns=self.deep_columns)
         used = self.spec.clinical_variables
-        clin_frame = pd.DataFrame([{k: c[k] for k in used} for c in clinical], index=index, columns=used) if used else None
-        out = self.combined.predict_checked(rad_frame, dl_frame, clin_frame, as_arrays=self.as_arrays)
+        scores = None
+        if getattr(self, "compiled", None) is not None:
+            scores = _compiled_scores(self.compiled, rad_matrix, dl_matrix, clinical, used)
+        if scores is not None:
+            prob, rad_sign, dl_sign = scores
+            risk = np.where(prob >= self.combined.threshold, RISK_HIGH, RISK_LOW)
+        else:  # scikit-learn on the tables
+            index = pd.Index([f"row{i}" for i in range(n)], name=ID_COLUMN)
+            rad_frame = pd.DataFrame(rad_matrix, index=index, columns=self.radiomics_columns)
+            dl_frame = pd.DataFrame(dl_matrix, index=index, columns=self.deep_columns)
+            clin_frame = pd.DataFrame([{k: c[k] for k in used} for c in clinical], index=index, columns=used) if used else None
+            out = self.combined.predict_checked(rad_frame, dl_frame, clin_frame, as_arrays=self.as_arrays)
+            prob, rad_sign, dl_sign = (out[c].to_numpy(dtype=np.float64) for c in ("prob", "rad_sign", "dl_sign"))
+            risk = out["risk_class"].astype(str).to_numpy()
         return pd.DataFrame(
             {
                 # object, not pandas' text dtype, which would turn a missing id into NaN
                 "patient_id": pd.Series(list(ids), dtype=object),
-                "probability": out["prob"].to_numpy(dtype=np.float64),
-                "rad_sign": out["rad_sign"].to_numpy(dtype=np.float64),
-                "dl_sign": out["dl_sign"].to_numpy(dtype=np.float64),
-                "risk_class": out["risk_class"].astype(str).to_numpy(),
+                "probability": prob,
+                "rad_sign": rad_sign,
+                "dl_sign": dl_sign,
+                "risk_class": risk,
                 "threshold": np.full(n, self.spec.threshold, dtype=np.float64),
                 "mode": list(modes),
             }
@@ -524,16 +579,46 @@ def _check_feature_values(values: np.ndarray, names: Sequence[str], field: str =
         raise missing(field, "every required feature is null; send the values (or the images)")
 
 
-def _probe_value(name: str) -> Any:
-    """A valid value of a clinical variable (the middle of its range, its first category)."""
+def _probe_value(name: str, i: int = 0) -> Any:
+    """The ``i``-th made-up valid value of a clinical variable (its categories in turn; numbers from
+    the middle of its range towards its ends)."""
     from cagerisk.cohort.schema import CLINICAL
 
     variable = next(v for v in CLINICAL if v.name == name)
     if variable.categories:
-        return variable.categories[0]
+        return variable.categories[i % len(variable.categories)]
+    low = float(variable.low) if variable.low is not None else 0.0
+    high = float(variable.high) if variable.high is not None else low + 1.0
     if variable.kind == "binary" or name in INTEGER_CLINICAL:
-        return int(variable.low)
-    return (float(variable.low) + float(variable.high)) / 2.0
+        return int(low) + i % (int(high) - int(low) + 1)
+    return (low + high) / 2.0 + (high - low) / 2.0 * ((i % 5) - 2) / 2.0
+
+
+def _compiled_scores(
+    compiled: tuple[Any, Any, Any],
+    radiomics: np.ndarray,
+    deep: np.ndarray,
+    clinical: Sequence[Mapping[str, Any]],
+    variables: Sequence[str],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(prob, rad_sign, dl_sign)`` as ``CombinedModel.predict_checked`` computes them, through the
+    compiled pipelines; None where they leave the inputs to scikit-learn."""
+    rad, dl, combined = compiled
+    rad_sign = rad.positive_proba(radiomics)
+    dl_sign = dl.positive_proba(deep)
+    if rad_sign is None or dl_sign is None:
+        return None
+    columns: dict[str, np.ndarray] = {"rad_sign": rad_sign, "dl_sign": dl_sign}
+    for name in variables:
+        values = [c[name] for c in clinical]
+        if all(type(v) is str for v in values):
+            columns[name] = np.array(values, dtype=object)
+        elif all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) for v in values):
+            columns[name] = np.array(values, dtype=np.float64)
+        else:  # mixed or other kinds: pandas decides their dtype, scikit-learn their handling
+            return None
+    prob = combined.positive_proba(columns)
+    return None if prob is None else (prob, rad_sign, dl_sign)
 
 
 def _cell(value: Any) -> Any:
