@@ -16,7 +16,7 @@ from monai.transforms import Invertd
 
 from cagerisk.imaging.io import read_image
 from cagerisk.imaging.transforms import apply_chain, sitk_to_metatensor
-from cagerisk.segment.model import SegmentationBundle, canonical_mode, label_vertebrae_bottom_up, load_bundle
+from cagerisk.segment.model import SegmentationBundle, canonical_mode, load_bundle, name_structures
 from cagerisk.segment.transforms import segmentation_transforms
 
 __all__ = ["CTSegmenter", "Segmenter", "segment_ct", "segment_image"]
@@ -63,18 +63,7 @@ class Segmenter:
         """``(label map indexed (i, j, k), its RAS affine, post-processing summary)``."""
         probs = self.probabilities(image)
         affine = np.asarray(probs.affine, dtype=np.float64)
-        if self.mode == "bottom_up":
-            # Each structure's components numbered bottom-up; a voxel two structures claim stays the first's.
-            labels = np.zeros(probs.shape[1:], dtype=np.uint8)
-            summary: dict[str, Any] = {}
-            for index, members in enumerate(self.classes, start=1):
-                numbered, found = label_vertebrae_bottom_up(probs[index].numpy(), affine, members, self.bundle.min_component_mm3)
-                labels = np.where(labels == 0, numbered, labels)
-                summary[str(index)] = {**found, "expected": len(members)}
-        else:
-            classes = probs.argmax(dim=0).numpy()
-            lut = np.array([0, *(c[0] for c in self.classes)], dtype=np.uint8)
-            labels, summary = lut[classes], {}
+        labels, summary = name_structures(probs.numpy(), affine, self.mode, self.classes, self.bundle.min_component_mm3)
         return labels, affine, summary
 
     def segment(self, image: str | Path | sitk.Image) -> sitk.Image:

@@ -40,6 +40,7 @@ __all__ = [
     "class_labels",
     "structure_labels",
     "label_vertebrae_bottom_up",
+    "name_structures",
     "load_bundle",
     "save_bundle",
     "split_tall_bodies",
@@ -273,3 +274,29 @@ def label_vertebrae_bottom_up(
         "unlabelled": max(len(order) - len(bottom_up_labels), 0),
     }
     return out, summary
+
+
+def name_structures(
+    probabilities: np.ndarray,
+    affine: np.ndarray,
+    mode: str,
+    classes: Sequence[Sequence[int]],
+    min_component_mm3: float = 1500.0,
+) -> tuple[np.ndarray, dict[str, dict[str, int]]]:
+    """Label map (values of ``classes``) from class probabilities ``[C, i, j, k]`` (class 0 background).
+
+    ``bottom_up``: each class's components numbered from the bottom up onto its label values
+    (``label_vertebrae_bottom_up``); a voxel two classes claim keeps the first's. ``multiclass``: argmax,
+    class ``i + 1`` -> ``classes[i][0]``. The summary counts, per ``bottom_up`` class, the components kept
+    and expected.
+    """
+    if canonical_mode(mode) == "bottom_up":
+        labels = np.zeros(probabilities.shape[1:], dtype=np.uint8)
+        summary: dict[str, dict[str, int]] = {}
+        for index, members in enumerate(classes, start=1):
+            numbered, found = label_vertebrae_bottom_up(probabilities[index], affine, members, min_component_mm3)
+            labels = np.where(labels == 0, numbered, labels)
+            summary[str(index)] = {**found, "expected": len(members)}
+        return labels, summary
+    lut = np.array([0, *(int(c[0]) for c in classes)], dtype=np.uint8)
+    return lut[np.asarray(probabilities).argmax(axis=0)], {}
