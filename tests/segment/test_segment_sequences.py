@@ -33,7 +33,7 @@ def test_sequence_configs_are_the_shared_keys_with_their_overrides(make_config):
     )
     assert ct.model_path.endswith("segment/unet_ct.pt") and ct.checkpoint_dir.endswith("checkpoints/ct")
     # Sagittal: percentile scaling, its own spacing and a smaller net; the rest (lr, net target) shared.
-    assert t2.hu_window is None and t2.spacing_mm == [4.0, 2.5, 2.5] and t2.lr == 0.01
+    assert t2.hu_window is None and t2.spacing_mm == [4.0, 3.0, 3.0] and t2.lr == 0.01
     assert t2.net["channels"] == [8, 16, 32] and t2.net["_target_"] == "monai.networks.nets.UNet"
     assert t2.masks == "manual" and ct.masks == "predicted" and sequence_config(config, "t1").masks == "predicted"
     # out_channels from the mode and the labels: body + disc (bottom-up), six muscles (multiclass).
