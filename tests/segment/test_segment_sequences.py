@@ -110,3 +110,28 @@ def test_hd95_known_answer():
     assert per_label_hd95(prediction, reference, [21], [1.0, 1.0, 3.0]) == {"psoas_left": 6.0}  # in mm
     scores = per_label_hd95(prediction, reference, [22, 23], [1.0, 1.0, 1.0])
     assert np.isnan(scores["psoas_right"]) and np.isnan(scores["quadratus_left"])
+
+
+def test_bad_manual_masks_are_named_by_patient_and_file(tiny_cohort, tmp_path):
+    """A mask off its image's grid and one with a label value of another sequence: one error, both named."""
+    import SimpleITK as sitk
+
+    from cagerisk.cohort.manifest import load_manifest
+    from cagerisk.segment.segmentation import check_manual_masks
+
+    frame = load_manifest(tiny_cohort / "cohort" / "manifest.csv")
+    check_manual_masks(frame, "t1ax", "m.csv")  # the cohort's own masks pass
+    shifted = sitk.ReadImage(frame.loc[0, "t1ax_mask"])
+    shifted.SetOrigin(tuple(o + 9.0 for o in shifted.GetOrigin()))
+    sitk.WriteImage(shifted, str(tmp_path / "shifted.nii.gz"))
+    foreign = sitk.ReadImage(frame.loc[1, "t1ax_mask"])
+    foreign[0, 0, 0] = 3  # a vertebra label in an axial muscle mask
+    sitk.WriteImage(foreign, str(tmp_path / "foreign.nii.gz"))
+    frame.loc[0, "t1ax_mask"] = str(tmp_path / "shifted.nii.gz")
+    frame.loc[1, "t1ax_mask"] = str(tmp_path / "foreign.nii.gz")
+    with pytest.raises(ValueError) as err:
+        check_manual_masks(frame, "t1ax", "m.csv")
+    message = str(err.value)
+    assert f"patient {frame.loc[0, 'patient_id']}: t1ax mask {tmp_path / 'shifted.nii.gz'} is not on the grid" in message
+    assert "origin" in message
+    assert f"patient {frame.loc[1, 'patient_id']}: t1ax mask {tmp_path / 'foreign.nii.gz'} holds label value(s) [3]" in message

@@ -23,9 +23,9 @@ import SimpleITK as sitk
 import torch
 from rich.progress import Progress
 
-from cagerisk.cohort.schema import ID, LABEL_NAMES, image_column, is_blank, mask_column
+from cagerisk.cohort.schema import ID, LABEL_NAMES, allowed_label_values, image_column, is_blank, mask_column
 from cagerisk.config.pipeline import SegmentConfig
-from cagerisk.imaging.io import read_image
+from cagerisk.imaging.io import read_image, same_geometry
 from cagerisk.segment.inference import Segmenter
 from cagerisk.segment.metrics import per_label_dice, per_label_hd95, summarise_dice
 from cagerisk.segment.model import SegmentationBundle, build_unet, class_labels, structure_labels
@@ -35,6 +35,7 @@ from cagerisk.trainer import checkpoint_callbacks, make_trainer, resolve_resume
 __all__ = [
     "SegmentedPatient",
     "TrainedSegmenter",
+    "check_manual_masks",
     "dice_metrics",
     "segment_cohort",
     "segmentation_inputs",
@@ -88,6 +89,67 @@ def training_items(frame: pd.DataFrame, split: str, sequence: str = "ct") -> lis
     return items
 
 
+def _header(path: str) -> Any:
+    """The geometry of an image file (only its header is read), or the image itself (a DICOM folder)."""
+    if Path(path).is_dir():
+        return read_image(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    return _Geometry(reader)
+
+
+class _Geometry:
+    """The geometry of an image file, with the accessors ``same_geometry`` uses."""
+
+    def __init__(self, reader: sitk.ImageFileReader) -> None:
+        self._size, self._spacing = tuple(reader.GetSize()), tuple(reader.GetSpacing())
+        self._origin, self._direction = tuple(reader.GetOrigin()), tuple(reader.GetDirection())
+
+    def GetSize(self) -> tuple[int, ...]:  # noqa: N802 - SimpleITK's names
+        return self._size
+
+    def GetSpacing(self) -> tuple[float, ...]:  # noqa: N802
+        return self._spacing
+
+    def GetOrigin(self) -> tuple[float, ...]:  # noqa: N802
+        return self._origin
+
+    def GetDirection(self) -> tuple[float, ...]:  # noqa: N802
+        return self._direction
+
+
+def check_manual_masks(frame: pd.DataFrame, sequence: str, source: str, limit: int = 10) -> None:
+    """Every manual mask of ``sequence`` lies on its image's grid and holds only that sequence's label
+    values; otherwise one error lists each bad file with its patient (before any training)."""
+    image_col, mask_col = image_column(sequence), mask_column(sequence)
+    allowed = allowed_label_values(sequence)
+    problems = []
+    for _, row in frame.iterrows():
+        image, mask = row.get(image_col), row.get(mask_col)
+        if is_blank(image) or is_blank(mask):
+            continue
+        pid = str(row[ID])
+        try:
+            same, why = same_geometry(_header(str(image)), _header(str(mask)))
+            if not same:
+                problems.append(f"patient {pid}: {sequence} mask {mask} is not on the grid of {image}: {why}")
+                continue
+            values = {int(v) for v in np.unique(sitk.GetArrayFromImage(read_image(mask)))}
+        except Exception as exc:  # an unreadable file is named like the others
+            problems.append(f"patient {pid}: {sequence} mask {mask} or image {image} cannot be read: {exc}")
+            continue
+        unknown = sorted(values - allowed)
+        if unknown:
+            problems.append(
+                f"patient {pid}: {sequence} mask {mask} holds label value(s) {unknown} outside the {sequence} label map "
+                f"{sorted(allowed)}"
+            )
+    if problems:
+        more = [f"... and {len(problems) - limit} more"] if len(problems) > limit else []
+        raise ValueError(f"manifest {source}: bad {sequence} mask(s):\n  " + "\n  ".join(problems[:limit] + more))
+
+
 def segmentation_inputs(
     frame: pd.DataFrame, config: SegmentConfig, source: str, sequence: str = "ct"
 ) -> tuple[list[dict], list[dict]]:
@@ -105,6 +167,7 @@ def segmentation_inputs(
         raise ValueError(
             f"segment.net.out_channels is {out_channels} but the {sequence} U-Net (mode {config.mode!r}) needs {classes}"
         )
+    check_manual_masks(frame, sequence, source)
     train_items, val_items = training_items(frame, "train", sequence), training_items(frame, "val", sequence)
     if not train_items:
         raise ValueError(f"manifest {source}: no training patient with a {sequence} image and a manual {sequence} mask")
