@@ -148,9 +148,9 @@ def test_missing_columns_and_model_are_clear_errors(tmp_path: Path, make_config)
     pd.DataFrame({"patient_id": ["P1"], "cs": [0], "split": ["train"], "ct_image": ["x.nii.gz"]}).to_csv(manifest, index=False)
     with pytest.raises(ValueError, match=r"manifest .*manifest\.csv: missing column\(s\) \['ct_mask'\]"):
         run_segment_stage(make_config(f"segment.manifest={manifest}", *CT_ONLY))
-    # Every sequence's columns are checked before any training starts.
+    # Every sequence's columns are checked before any training starts (here the first MRI one).
     with pytest.raises(ValueError, match=r"missing column\(s\) \['t1_image', 't1_mask'\]"):
-        run_segment_stage(make_config(f"segment.manifest={manifest}"))
+        run_segment_stage(make_config(f"segment.manifest={manifest}", "~segment.sequences.ct"))
     with pytest.raises(FileNotFoundError, match=r"segmentation model .*nothing\.pt does not exist"):
         segment_ct(tmp_path / "ct.nii.gz", tmp_path / "nothing.pt")
 

@@ -62,8 +62,11 @@ STAGE_OVERRIDES = [
 SEGMENT_OVERRIDES = [
     *[f"~segment.sequences.{seq}" for seq in ("ct", "t1", "t1ax", "t2ax")],
     "segment.masks=manual",
-    "segment.sequences.t2.trainer.max_epochs=6",
-    "segment.sequences.t2.trainer.check_val_every_n_epoch=3",
+    # Enough steps on the tiny cohort's ~10 training volumes for every body and disc (6 epochs found none).
+    "segment.sequences.t2.trainer.max_epochs=16",
+    "segment.sequences.t2.trainer.check_val_every_n_epoch=8",
+    "segment.sequences.t2.samples_per_volume=4",
+    "segment.lr=0.01",
     "segment.torch_threads=1",
 ]
 
