@@ -175,20 +175,24 @@ def check_score_equals_the_mlflow_model(server, trained):
     assert served["risk_class"] == expected["risk_class"] and served["patient_id"] == row["patient_id"]
     assert served["model_version"] == result.version == imported["mlflow_version"]
     assert served["threshold"] == pytest.approx(model.unwrap_python_model().spec.threshold)
-    # Images only: the bundle's T2 U-Net draws the mask, in the service as in the registered model.
+    # Images only: the bundle's T2 U-Net draws the mask, in the service as in the registered model: the
+    # same probability, or - where the briefly trained U-Net misses an ROI of the fused levels - the same
+    # refusal, naming the image (the tiny cohort's U-Net is not accurate; the demo's is measured).
     with client(running.url) as http:
         alone = http.post("/score", data={"clinical": json.dumps(clinical_of(row))}, files=upload(row, t2_mask=None))
-    assert alone.status_code == 200, alone.text
-    expected_alone = model.predict(pd.DataFrame([{**clinical_of(row), "t2_image": row["t2_image"]}])).iloc[0]
-    assert abs(alone.json()["probability"] - expected_alone["probability"]) <= 1e-6
-    # ...with the U-Net's own mask, which the segment stage wrote for this patient: the same features.
-    segmented = load_manifest(Path(str(cfg.paths.segment)) / "manifest.csv").set_index("patient_id")
-    own = model.predict(
-        pd.DataFrame(
-            [{**clinical_of(row), "t2_image": row["t2_image"], "t2_mask": segmented.loc[row["patient_id"], "t2_mask_pred"]}]
-        )
-    ).iloc[0]
-    assert abs(own["probability"] - expected_alone["probability"]) <= 1e-9
+    try:
+        expected_alone = model.predict(pd.DataFrame([{**clinical_of(row), "t2_image": row["t2_image"]}])).iloc[0]
+    except Exception as err:  # the pyfunc raises what the service answers with a 422
+        assert alone.status_code == 422 and alone.json()["field"] == "t2_image", alone.text
+        assert "t2 U-Net" in alone.json()["error"] and "t2 U-Net" in str(err)
+    else:
+        assert alone.status_code == 200, alone.text
+        assert abs(alone.json()["probability"] - expected_alone["probability"]) <= 1e-6
+        # ...and the mask the segment stage wrote for this patient gives the same features.
+        segmented = load_manifest(Path(str(cfg.paths.segment)) / "manifest.csv").set_index("patient_id")
+        pred_mask = segmented.loc[row["patient_id"], "t2_mask_pred"]
+        own = model.predict(pd.DataFrame([{**clinical_of(row), "t2_image": row["t2_image"], "t2_mask": pred_mask}])).iloc[0]
+        assert abs(own["probability"] - expected_alone["probability"]) <= 1e-9
 
 
 def check_radiomics_workers_give_the_same_features(trained):
