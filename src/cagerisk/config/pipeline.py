@@ -136,6 +136,8 @@ class SegmentConfig:
     net: dict[str, Any]  # MONAI UNet arguments (a `_target_` node)
     trainer: dict[str, Any]  # lightning.Trainer arguments
     flip_lr: bool = True
+    # A U-Net whose validation Dice is below this feeds no feature and is not served (manual masks instead).
+    min_val_dice: float = 0.0
     sequences: dict[str, Any] = field(default_factory=dict)  # sequence -> overrides of the keys above
 
     def __post_init__(self) -> None:

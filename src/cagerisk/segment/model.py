@@ -97,6 +97,8 @@ class SegmentationBundle:
     sequence: str = "ct"
     # Label values of each network class; None (a bundle from before per-sequence U-Nets): ``labels``.
     classes: list[list[int]] | None = None
+    # False when its validation Dice is below ``segment.min_val_dice``: not served, its masks not used.
+    accepted: bool = True
 
     @property
     def class_labels(self) -> list[list[int]]:

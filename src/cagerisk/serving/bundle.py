@@ -246,6 +246,7 @@ def _copy_networks(
 def _copy_mri_segmenters(out: Path, sources: BundleSources, sequences: set[str], notes: list[str]) -> list[str]:
     """Copy the U-Net of every MRI sequence the model reads that has one (``segment.model_path``
     with ``{sequence}``); the others keep a required mask, said in ``notes``."""
+    from cagerisk.segment.model import load_bundle
     from cagerisk.segment.sequences import SEQUENCE_TOKEN, model_path_for
 
     copied = []
@@ -253,7 +254,9 @@ def _copy_mri_segmenters(out: Path, sources: BundleSources, sequences: set[str],
         path = None
         if sources.segment_model is not None and SEQUENCE_TOKEN in str(sources.segment_model):
             path = model_path_for(sources.segment_model, seq)
-        if path is not None and path.is_file():
+        if path is not None and path.is_file() and not load_bundle(path).accepted:
+            notes.append(f"the {seq} U-Net's validation Dice is below segment.min_val_dice: a {seq} mask must be sent")
+        elif path is not None and path.is_file():
             _copy(path, out / segment_file(seq))
             copied.append(seq)
         else:

@@ -34,7 +34,7 @@ from cagerisk.config import typed
 from cagerisk.config.pipeline import PathsConfig, SegmentConfig
 from cagerisk.deep.lightning_mlflow import ActiveRunMLFlowLogger, log_torch_model
 from cagerisk.imaging.io import write_image
-from cagerisk.segment.manifest import mask_sources, predicted_column, source_column, write_segment_manifest
+from cagerisk.segment.manifest import MANUAL, mask_sources, predicted_column, source_column, write_segment_manifest
 from cagerisk.segment.model import save_bundle
 from cagerisk.segment.segmentation import (
     TrainedSegmenter,
@@ -140,7 +140,19 @@ def run_segment_stage(cfg: DictConfig) -> float:
             timings[f"train_seconds_{seq}"] = trained.train_seconds
             timings[f"inference_seconds_{seq}"] = outputs.inference_seconds
             out[predicted_column(seq)] = [outputs.predicted.get(str(pid)) for pid in out[ID]]
-            out[source_column(seq)] = mask_sources(out, seq_config.masks, seq)
+            val_dice = metrics.get(f"dice_{seq}_val_mean", float("nan"))
+            if not val_dice >= seq_config.min_val_dice:
+                # An inaccurate U-Net would feed features (and, served, masks) worse than none: manual masks.
+                log.warning(
+                    "%s U-Net: validation Dice %.3f < segment.min_val_dice %.2f: its masks are not used and it is not served",
+                    seq,
+                    val_dice,
+                    seq_config.min_val_dice,
+                )
+                trained.bundle.accepted = False
+                save_bundle(trained.bundle, seq_config.model_path)
+            preference = seq_config.masks if trained.bundle.accepted else MANUAL
+            out[source_column(seq)] = mask_sources(out, preference, seq)
             if run is not None:
                 log_torch_model(trained.segmenter.net, f"unet_{seq}", seq_config.model_path)
             log.info(
