@@ -177,6 +177,9 @@ def test_a_ct_that_fails_to_segment_names_the_patient_and_keeps_the_model(tiny_c
     broken.write_bytes(b"not a nifti image")
     victim = frame.index[frame["split"] == "test"][0]
     frame.loc[victim, "ct_image"] = str(broken)
+    # Without a manual mask the patient passes the check before training (which would name it there) and
+    # fails at inference, after training.
+    frame.loc[victim, "ct_mask"] = None
     manifest = tmp_path / "manifest.csv"
     frame.to_csv(manifest, index=False)
     cfg = make_config(
