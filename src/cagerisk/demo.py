@@ -7,8 +7,8 @@
    ``cage-subsidence``, champion or challenger;
 3. the champion is imported into the BentoML store (``bentoml_home/``) and built into a bento;
 4. ``bentoml serve`` of the bento on 127.0.0.1; one real ``/score`` request for a test patient of the
-   demo cohort (images only: every mask is drawn by the sequence's U-Net in the server) is printed;
-   the server is stopped;
+   demo cohort (the images, and only the masks of sequences whose U-Net the bundle lacks: the served
+   U-Nets draw the others) is printed; the server is stopped;
 5. the commands to browse MLflow and to containerize the bento are printed.
 """
 
