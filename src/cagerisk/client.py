@@ -182,8 +182,9 @@ class CageRiskClient:
         images: Mapping[str, str | Path | bytes],
         patient_id: str | None = None,
     ) -> dict[str, Any]:
-        """Score one patient from images: ``images`` maps fields (``t2_image``, ``t2_mask``, ...) to
-        NIfTI/NRRD files or their bytes; ``clinical`` includes ``fused_levels``."""
+        """Score one patient from images: ``images`` maps fields (``t2_image``, ...) to NIfTI/NRRD files
+        or their bytes; ``clinical`` includes ``fused_levels``. Masks (``t2_mask``, ...) are optional
+        where the model has that sequence's U-Net (``/metadata``: ``mask_required``); a mask sent is used."""
         files = {}
         for field, source in images.items():
             content = source if isinstance(source, bytes) else Path(source).read_bytes()

@@ -7,8 +7,8 @@
    ``cage-subsidence``, champion or challenger;
 3. the champion is imported into the BentoML store (``bentoml_home/``) and built into a bento;
 4. ``bentoml serve`` of the bento on 127.0.0.1; one real ``/score`` request for a test patient of the
-   demo cohort (images and masks uploaded, the CT mask left to the U-Net) is printed; the server is
-   stopped;
+   demo cohort (the images, and only the masks of sequences whose U-Net the bundle lacks: the served
+   U-Nets draw the others) is printed; the server is stopped;
 5. the commands to browse MLflow and to containerize the bento are printed.
 """
 
@@ -127,7 +127,8 @@ def demo_patient(cohort_dir: Path) -> Any:
 
 
 def score_request(url: str, row: Any, metadata: dict[str, Any]) -> dict[str, Any]:
-    """One real /score call through ``cagerisk.client``: the images (and masks) the model needs, clinical values."""
+    """One real /score call through ``cagerisk.client``: the images the model needs and clinical values. No
+    mask is sent: the served U-Nets draw them; a mask goes only where the model has no U-Net for it."""
     from cagerisk.client import CageRiskClient, ScoringError
     from cagerisk.cohort.schema import CLINICAL_NAMES
 
@@ -136,6 +137,7 @@ def score_request(url: str, row: Any, metadata: dict[str, Any]) -> dict[str, Any
     for seq, spec in fields.items():
         images[spec["image"]] = str(row[f"{seq}_image"])
         if spec["mask_required"]:
+            log.warning("the served model has no %s U-Net: sending the manual %s mask", seq, seq)
             images[spec["mask"]] = str(row[f"{seq}_mask"])
     clinical = {k: (row[k].item() if hasattr(row[k], "item") else row[k]) for k in (*CLINICAL_NAMES, "fused_levels")}
     with CageRiskClient.from_env(url) as client:

@@ -1,10 +1,11 @@
 """End to end on loopback: train on the tiny cohort, register, build the bento, `bentoml serve` it, call it.
 
-The stages are the real ones (radiomics, ViT-3D, signatures, combined) at tiny sizes on the sagittal
-T2 only: the CT path needs a U-Net that segments, which takes minutes to train (it is exercised by
-`make demo` and benchmarks/serving_load.py on the demo cohort). Everything else is what production
-runs: the registered MLflow model imported into a BentoML store, `bentoml build`, `bentoml serve` of
-the bento in a subprocess, httpx against it.
+The stages are the real ones (segment, radiomics, ViT-3D, signatures, combined) at tiny sizes on the
+sagittal T2 only: a small T2 U-Net (the CT one takes minutes to train; it is exercised by `make demo`
+and benchmarks/serving_load.py on the demo cohort) is trained, so /score takes the T2 image alone; the
+features are the manual masks' (`segment.masks=manual`) so that a briefly trained U-Net cannot empty an
+ROI the pipeline needs. Everything else is what production runs: the registered MLflow model imported
+into a BentoML store, `bentoml build`, `bentoml serve` of the bento in a subprocess, httpx against it.
 """
 
 from __future__ import annotations
@@ -57,16 +58,29 @@ STAGE_OVERRIDES = [
     "selection.deep.reduce.n_components=3",
     "classifier.include=[lr]",
 ]
+# The T2 U-Net only, small and brief; its masks are not used for the pipeline's features (see above).
+SEGMENT_OVERRIDES = [
+    *[f"~segment.sequences.{seq}" for seq in ("ct", "t1", "t1ax", "t2ax")],
+    "segment.masks=manual",
+    # Enough steps on the tiny cohort's ~10 training volumes for every body and disc (6 epochs found none).
+    "segment.sequences.t2.trainer.max_epochs=16",
+    "segment.sequences.t2.trainer.check_val_every_n_epoch=8",
+    "segment.sequences.t2.samples_per_volume=4",
+    "segment.lr=0.01",
+    "segment.torch_threads=1",
+    "segment.min_val_dice=0",  # served whatever its accuracy: the test is the images-only path
+]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory):
-    """Cohort -> radiomics -> deep -> signatures -> combined -> register, at tiny sizes."""
+    """Cohort -> segment (T2) -> radiomics -> deep -> signatures -> combined -> register, at tiny sizes."""
     from cagerisk.stages.cohort import run_cohort_stage
     from cagerisk.stages.combined import run_combined_stage
     from cagerisk.stages.deep import run_deep_stage
     from cagerisk.stages.radiomics import run_radiomics_stage
     from cagerisk.stages.register import run_register_stage
+    from cagerisk.stages.segment import run_segment_stage
     from cagerisk.stages.signatures import run_signatures_stage
 
     tmp = tmp_path_factory.mktemp("e2e")
@@ -74,8 +88,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     # signature search needs both outcomes in every cross-validation fold (tiny's own seed has 1).
     tiny = ["cohort=tiny", f"cohort.seed={TINY_SEED}"]
     run_cohort_stage(compose_serving_config(tmp, *tiny))
-    cohort = tmp / "data" / "cohort"
-    cfg = compose_serving_config(tmp, *tiny, f"deep.manifest={cohort}/manifest.csv", *STAGE_OVERRIDES)
+    cfg = compose_serving_config(tmp, *tiny, *STAGE_OVERRIDES, *SEGMENT_OVERRIDES)
+    run_segment_stage(cfg)
     run_radiomics_stage(cfg)
     run_deep_stage(cfg)
     run_signatures_stage(cfg)
@@ -162,6 +176,24 @@ def check_score_equals_the_mlflow_model(server, trained):
     assert served["risk_class"] == expected["risk_class"] and served["patient_id"] == row["patient_id"]
     assert served["model_version"] == result.version == imported["mlflow_version"]
     assert served["threshold"] == pytest.approx(model.unwrap_python_model().spec.threshold)
+    # Images only: the bundle's T2 U-Net draws the mask, in the service as in the registered model: the
+    # same probability, or - where the briefly trained U-Net misses an ROI of the fused levels - the same
+    # refusal, naming the image (the tiny cohort's U-Net is not accurate; the demo's is measured).
+    with client(running.url) as http:
+        alone = http.post("/score", data={"clinical": json.dumps(clinical_of(row))}, files=upload(row, t2_mask=None))
+    try:
+        expected_alone = model.predict(pd.DataFrame([{**clinical_of(row), "t2_image": row["t2_image"]}])).iloc[0]
+    except Exception as err:  # the pyfunc raises what the service answers with a 422
+        assert alone.status_code == 422 and alone.json()["field"] == "t2_image", alone.text
+        assert "t2 U-Net" in alone.json()["error"] and "t2 U-Net" in str(err)
+    else:
+        assert alone.status_code == 200, alone.text
+        assert abs(alone.json()["probability"] - expected_alone["probability"]) <= 1e-6
+        # ...and the mask the segment stage wrote for this patient gives the same features.
+        segmented = load_manifest(Path(str(cfg.paths.segment)) / "manifest.csv").set_index("patient_id")
+        pred_mask = segmented.loc[row["patient_id"], "t2_mask_pred"]
+        own = model.predict(pd.DataFrame([{**clinical_of(row), "t2_image": row["t2_image"], "t2_mask": pred_mask}])).iloc[0]
+        assert abs(own["probability"] - expected_alone["probability"]) <= 1e-9
 
 
 def check_radiomics_workers_give_the_same_features(trained):
@@ -251,8 +283,14 @@ def check_metadata_docs_and_probes(server, trained):
     assert (meta["model_name"], meta["model_version"], meta["alias"]) == ("cage-subsidence", result.version, "champion")
     assert meta["training_data_sha256"] == result.training_data_sha256 == imported["training_data_sha256"]
     assert 0.0 < meta["threshold"] < 1.0
-    assert meta["expected_inputs"]["images"]["fields"]["t2"]["mask_required"] is True
+    t2 = meta["expected_inputs"]["images"]["fields"]["t2"]
+    assert t2["mask_required"] is False and t2["mask_if_absent"] == "predicted by the U-Net"
     assert {"/score", "/score_features", "/metadata", "/healthz", "/readyz"} <= set(docs["paths"])
+    # The OpenAPI says the mask is optional and who draws it when it is absent.
+    form = docs["paths"]["/score"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    form = docs["components"]["schemas"][form["$ref"].split("/")[-1]] if "$ref" in form else form
+    assert "t2_mask" not in form.get("required", []) and "t2_image" in form["required"]
+    assert "U-Net segments the image" in json.dumps(form["properties"]["t2_mask"])
 
 
 BAD_CLINICAL = [
@@ -277,7 +315,6 @@ def check_bad_input_gets_4xx_naming_the_field(server, trained, tmp_path: Path):
     huge = gzip.compress(b"\0" * 10) + np.random.default_rng(0).bytes(int(MAX_FILE_MB * 2**20) + 1000)
     cases = [
         ({"t2_image": None}, clinical, 400, "t2_image"),
-        ({"t2_mask": None}, clinical, 400, "t2_mask"),
         ({"t2_mask": image_bytes(shifted, tmp_path, "shifted.nii.gz")}, clinical, 422, "t2_mask"),
         ({"t2_mask": image_bytes(cropped, tmp_path, "cropped.nii.gz")}, clinical, 422, "t2_mask"),
         ({"t2_mask": image_bytes(no_disc, tmp_path, "nodisc.nii.gz")}, clinical, 422, "t2_mask"),

@@ -11,7 +11,7 @@ Use with ``cagerisk.config.typed(cfg.radiomics, RadiomicsConfig, "radiomics")``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig
@@ -114,15 +114,15 @@ class ComputeConfig:
 
 @dataclass
 class SegmentConfig:
-    """The CT vertebra U-Net (``conf/segment``)."""
+    """The per-sequence segmentation U-Nets (``conf/segment``): shared keys, ``sequences`` overrides them."""
 
     manifest: str
-    model_path: str
+    model_path: str  # ``{sequence}`` is replaced by the sequence name
     checkpoint_dir: str
     mode: str
-    ct_mask: str
+    masks: str
     spacing_mm: list[float]
-    hu_window: list[float]
+    hu_window: list[float] | None  # None: MRI, scaled by each image's percentiles
     roi_size: list[int]
     samples_per_volume: int
     pos_fraction: float
@@ -138,10 +138,14 @@ class SegmentConfig:
     resume: str | None
     net: dict[str, Any]  # MONAI UNet arguments (a `_target_` node)
     trainer: dict[str, Any]  # lightning.Trainer arguments
+    flip_lr: bool = True
+    # A U-Net whose validation Dice is below this feeds no feature and is not served (manual masks instead).
+    min_val_dice: float = 0.0
+    sequences: dict[str, Any] = field(default_factory=dict)  # sequence -> overrides of the keys above
 
     def __post_init__(self) -> None:
-        _choice("segment", "mode", self.mode, ("binary", "multiclass"))
-        _choice("segment", "ct_mask", self.ct_mask, ("predicted", "manual"))
+        _choice("segment", "mode", self.mode, ("bottom_up", "binary", "multiclass"))
+        _choice("segment", "masks", self.masks, ("predicted", "manual"))
 
 
 @dataclass

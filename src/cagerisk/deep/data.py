@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from cagerisk.cohort.schema import ID, OUTCOME, image_column, is_blank, mask_column
 from cagerisk.deep.preprocess import CACHE_VERSION, PreprocessSettings, preprocess_volume  # noqa: F401 (re-exported)
 from cagerisk.imaging.transforms import augment_transforms
-from cagerisk.segment.manifest import ct_mask_for_features
+from cagerisk.segment.manifest import mask_for_features
 
 __all__ = [
     "DeepDataModule",
@@ -47,14 +47,11 @@ class PreprocessError(ValueError):
 
 
 def mask_paths(frame: pd.DataFrame, sequence: str) -> pd.Series:
-    """The mask each patient's ``sequence`` features come from.
-
-    CT: the mask the segment stage chose (``ct_mask_source``: predicted or manual) when the
-    manifest is the segment stage's; the manual ``ct_mask`` otherwise.
+    """The mask each patient's ``sequence`` features come from: the one the segment stage chose
+    (``{sequence}_mask_source``: predicted or manual) when the manifest is the segment stage's; the
+    manual ``{sequence}_mask`` otherwise.
     """
-    if sequence == "ct":
-        return ct_mask_for_features(frame)
-    return frame[mask_column(sequence)]
+    return mask_for_features(frame, sequence)
 
 
 def _file_stamp(path: str) -> list[Any]:

@@ -343,26 +343,29 @@ def failure_summary(failures: pd.DataFrame, limit: int = 10) -> str:
 
 
 def radiomics_manifest_path(configured: Any, paths: Any) -> Path:
-    """``radiomics.manifest``, or by default the segment stage's manifest when it exists (CT features
-    from the masks ``segment.ct_mask`` chose - the U-Net's, as at scoring time), else the cohort's."""
+    """``radiomics.manifest``, or by default the segment stage's manifest when it exists (features from
+    the masks ``segment.masks`` chose per sequence - the U-Nets', as at scoring time), else the cohort's."""
     if configured:
         return Path(str(configured))
     segmented = Path(str(paths.segment)) / "manifest.csv"
     if segmented.exists():
         return segmented
     cohort = Path(str(paths.cohort)) / "manifest.csv"
-    log.warning("%s not found (segment stage not run): CT radiomics from the manual masks of %s", segmented, cohort)
+    log.warning("%s not found (segment stage not run): radiomics from the manual masks of %s", segmented, cohort)
     return cohort
 
 
-def with_feature_ct_masks(manifest: pd.DataFrame, reader: int | str) -> pd.DataFrame:
-    """Reader 1 on a segment-stage manifest: ``ct_mask`` becomes the mask that stage chose per patient."""
-    if str(reader) != "1" or "ct_mask_source" not in manifest.columns:
+def with_feature_masks(manifest: pd.DataFrame, reader: int | str) -> pd.DataFrame:
+    """Reader 1 on a segment-stage manifest: every ``{seq}_mask`` becomes the mask that stage chose per
+    patient (``{seq}_mask_source``); other readers and the cohort manifest are left alone."""
+    if str(reader) != "1":
         return manifest
-    from cagerisk.segment.manifest import ct_mask_for_features
+    from cagerisk.segment.manifest import with_feature_masks as chosen_masks
 
-    out = manifest.copy()
-    out[schema.mask_column("ct")] = ct_mask_for_features(manifest)
-    counts = manifest["ct_mask_source"].astype(str).value_counts().to_dict()
-    log.info("CT radiomics from the masks the segment stage chose: %s", counts)
+    out, counts = chosen_masks(manifest)
+    for seq, sources in counts.items():
+        log.info("%s radiomics from the masks the segment stage chose: %s", seq, sources)
     return out
+
+
+with_feature_ct_masks = with_feature_masks  # the name from when only the CT was segmented

@@ -1,4 +1,4 @@
-"""CT vertebral-body segmentation: MONAI 3D U-Net training, sliding-window inference, Dice.
+"""Segmentation of every sequence's ROIs: MONAI 3D U-Nets, sliding-window inference, Dice and HD95.
 
 Names are imported on first use (PEP 562): importing one light module of this package (what a
 served model unpickles) does not import the others (training, Lightning).
@@ -10,11 +10,20 @@ from cagerisk.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "CTSegmenter": "cagerisk.segment.inference",
+    "Segmenter": "cagerisk.segment.inference",
     "segment_ct": "cagerisk.segment.inference",
+    "segment_image": "cagerisk.segment.inference",
     "ct_mask_for_features": "cagerisk.segment.manifest",
     "ct_mask_sources": "cagerisk.segment.manifest",
+    "mask_for_features": "cagerisk.segment.manifest",
+    "mask_sources": "cagerisk.segment.manifest",
+    "with_feature_masks": "cagerisk.segment.manifest",
     "write_segment_manifest": "cagerisk.segment.manifest",
     "per_label_dice": "cagerisk.segment.metrics",
+    "per_label_hd95": "cagerisk.segment.metrics",
+    "model_path_for": "cagerisk.segment.sequences",
+    "segmented_sequences": "cagerisk.segment.sequences",
+    "sequence_config": "cagerisk.segment.sequences",
     "summarise_dice": "cagerisk.segment.metrics",
     "VERTEBRA_LABELS": "cagerisk.segment.model",
     "SegmentationBundle": "cagerisk.segment.model",

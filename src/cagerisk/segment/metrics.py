@@ -1,16 +1,17 @@
-"""Per-vertebra Dice between a predicted and a reference label map."""
+"""Per-structure Dice and HD95 between a predicted and a reference label map (MONAI's metrics)."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-from monai.metrics import compute_dice
+from monai.metrics import compute_dice, compute_hausdorff_distance
 
 from cagerisk.cohort.schema import LABEL_NAMES
 
-__all__ = ["per_label_dice", "summarise_dice"]
+__all__ = ["per_label_dice", "per_label_hd95", "summarise_dice"]
 
 
 def per_label_dice(prediction: np.ndarray, reference: np.ndarray, labels: Sequence[int]) -> dict[str, float]:
@@ -32,6 +33,32 @@ def per_label_dice(prediction: np.ndarray, reference: np.ndarray, labels: Sequen
         ref_idx[ref == value] = index
     dice = compute_dice(pred_idx[None, None], ref_idx[None, None], include_background=False, num_classes=len(labels) + 1)[0]
     return {LABEL_NAMES.get(int(v), str(v)): float(d) for v, d in zip(labels, dice.tolist(), strict=True)}
+
+
+def per_label_hd95(
+    prediction: np.ndarray, reference: np.ndarray, labels: Sequence[int], spacing: Sequence[float]
+) -> dict[str, float]:
+    """95th-percentile Hausdorff distance (mm, ``spacing`` per array axis) of every label value, keyed
+    by structure name. NaN where the structure is absent from the reference or the prediction: the
+    distance to nothing is undefined, and Dice (0) already counts a structure the prediction missed."""
+    if prediction.shape != reference.shape:
+        raise ValueError(f"prediction shape {prediction.shape} != reference shape {reference.shape}")
+    pred = torch.as_tensor(np.asarray(prediction, dtype=np.int64))
+    ref = torch.as_tensor(np.asarray(reference, dtype=np.int64))
+    out: dict[str, float] = {}
+    for value in labels:
+        p, r = pred == int(value), ref == int(value)
+        name = LABEL_NAMES.get(int(value), str(value))
+        if not bool(p.any()) or not bool(r.any()):
+            out[name] = float("nan")
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            distance = compute_hausdorff_distance(
+                p[None, None].float(), r[None, None].float(), include_background=True, percentile=95, spacing=list(spacing)
+            )
+        out[name] = float(distance[0, 0])
+    return out
 
 
 def summarise_dice(per_patient: Mapping[str, Mapping[str, float]]) -> dict[str, float]:

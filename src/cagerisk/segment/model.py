@@ -1,17 +1,17 @@
-"""The vertebra U-Net, its saved bundle, and the label post-processing.
+"""The segmentation U-Net of one sequence, its saved bundle, and the label post-processing.
 
-Two modes (``segment.mode``):
+Two modes (``segment.mode``), for any sequence:
 
-- ``binary`` (default): the network separates vertebral body from background; connected components
-  of the prediction are then numbered from the bottom of the scan up (S1, L5, ..., L1). A lumbar CT
-  always ends at the sacrum, so counting from the bottom names the bodies without the network having
-  to tell L2 from L3 by shape alone, which small training patches cannot see. This learns quickly on
-  CPU.
-- ``multiclass``: one output channel per vertebra (labels 1..6 are the class indices); the network
-  names the bodies itself. Needs larger patches (more context) to learn the identities.
+- ``bottom_up`` (``binary`` is its old name): one output class per structure (vertebral body, disc);
+  the connected components of each class are numbered from the bottom of the scan up (S1, L5, ...,
+  L1; discs L5-S1 first). A lumbar scan always ends at the sacrum, so counting from the bottom names
+  the bodies without the network having to tell L2 from L3 by shape alone, which small training
+  patches cannot see. This learns quickly on CPU.
+- ``multiclass``: one output class per label value (the muscles, left and right); the network names
+  the structures itself, which needs patches that see enough context (a whole axial slice).
 
-The bundle (one ``torch.save`` file) holds the weights, the network's config and the preprocessing
-parameters, so that ``segment_ct`` rebuilds exactly what was trained.
+The bundle (one ``torch.save`` file) holds the weights, the network's config, the labels of each class
+and the preprocessing parameters, so that ``Segmenter`` rebuilds exactly what was trained.
 """
 
 from __future__ import annotations
@@ -32,10 +32,15 @@ from cagerisk.atomic import load_torch_bundle, save_torch_bundle
 from cagerisk.cohort.schema import LABELS, VERTEBRAE
 
 __all__ = [
+    "MODES",
     "VERTEBRA_LABELS",
     "SegmentationBundle",
     "build_unet",
+    "canonical_mode",
+    "class_labels",
+    "structure_labels",
     "label_vertebrae_bottom_up",
+    "name_structures",
     "load_bundle",
     "save_bundle",
     "split_tall_bodies",
@@ -46,6 +51,32 @@ log = logging.getLogger(__name__)
 
 VERTEBRA_LABELS: tuple[int, ...] = tuple(LABELS[f"vertebra_{v}"] for v in VERTEBRAE)  # L1..S1 = 1..6
 BUNDLE_FORMAT = "cagerisk-segment-1"
+MODES = ("bottom_up", "multiclass")
+
+
+def canonical_mode(mode: str) -> str:
+    """``binary`` (the CT-only name) is ``bottom_up``; anything else not in ``MODES`` is an error."""
+    mode = "bottom_up" if mode == "binary" else mode
+    if mode not in MODES:
+        raise ValueError(f"segment.mode must be one of {MODES} (or 'binary'), got {mode!r}")
+    return mode
+
+
+def structure_labels(structures: Sequence[str]) -> list[list[int]]:
+    """Label values of each structure (``vertebra`` -> L1..S1, ``psoas`` -> left, right), schema order."""
+    groups = [[v for name, v in LABELS.items() if name.split("_")[0] == s] for s in structures]
+    empty = [s for s, g in zip(structures, groups, strict=True) if not g]
+    if empty:
+        raise ValueError(f"unknown structure(s) {empty}; the label map has {sorted({n.split('_')[0] for n in LABELS})}")
+    return groups
+
+
+def class_labels(mode: str, groups: Sequence[Sequence[int]]) -> list[list[int]]:
+    """The label values of each network class (class ``i + 1``; 0 is background): one class per
+    structure (``bottom_up``) or per label value (``multiclass``)."""
+    if canonical_mode(mode) == "bottom_up":
+        return [[int(v) for v in g] for g in groups]
+    return [[int(v)] for g in groups for v in g]
 
 
 @dataclass
@@ -56,13 +87,24 @@ class SegmentationBundle:
     state_dict: dict[str, torch.Tensor]
     mode: str
     spacing_mm: list[float]
-    hu_window: list[float]
+    hu_window: list[float] | None  # None: percentile scaling (MRI)
     roi_size: list[int]
     labels: list[int] = field(default_factory=lambda: list(VERTEBRA_LABELS))
     min_component_mm3: float = 1500.0
     sw_batch_size: int = 2
     overlap: float = 0.25
     metrics: dict[str, float] = field(default_factory=dict)
+    sequence: str = "ct"
+    # Label values of each network class; None (a bundle from before per-sequence U-Nets): ``labels``.
+    classes: list[list[int]] | None = None
+    # False when its validation Dice is below ``segment.min_val_dice``: not served, its masks not used.
+    accepted: bool = True
+
+    @property
+    def class_labels(self) -> list[list[int]]:
+        if self.classes is not None:
+            return [list(c) for c in self.classes]
+        return class_labels(self.mode, [self.labels])
 
     def build(self) -> nn.Module:
         net = build_unet(self.net)
@@ -234,3 +276,29 @@ def label_vertebrae_bottom_up(
         "unlabelled": max(len(order) - len(bottom_up_labels), 0),
     }
     return out, summary
+
+
+def name_structures(
+    probabilities: np.ndarray,
+    affine: np.ndarray,
+    mode: str,
+    classes: Sequence[Sequence[int]],
+    min_component_mm3: float = 1500.0,
+) -> tuple[np.ndarray, dict[str, dict[str, int]]]:
+    """Label map (values of ``classes``) from class probabilities ``[C, i, j, k]`` (class 0 background).
+
+    ``bottom_up``: each class's components numbered from the bottom up onto its label values
+    (``label_vertebrae_bottom_up``); a voxel two classes claim keeps the first's. ``multiclass``: argmax,
+    class ``i + 1`` -> ``classes[i][0]``. The summary counts, per ``bottom_up`` class, the components kept
+    and expected.
+    """
+    if canonical_mode(mode) == "bottom_up":
+        labels = np.zeros(probabilities.shape[1:], dtype=np.uint8)
+        summary: dict[str, dict[str, int]] = {}
+        for index, members in enumerate(classes, start=1):
+            numbered, found = label_vertebrae_bottom_up(probabilities[index], affine, members, min_component_mm3)
+            labels = np.where(labels == 0, numbered, labels)
+            summary[str(index)] = {**found, "expected": len(members)}
+        return labels, summary
+    lut = np.array([0, *(int(c[0]) for c in classes)], dtype=np.uint8)
+    return lut[np.asarray(probabilities).argmax(axis=0)], {}

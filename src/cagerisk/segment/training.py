@@ -1,4 +1,4 @@
-"""Lightning training of the vertebra U-Net on the training split's CT volumes and manual masks."""
+"""Lightning training of one sequence's U-Net on the training split's volumes and manual masks."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from monai.transforms import (
 )
 from torch import nn
 
-from cagerisk.imaging.transforms import ct_segmentation_transforms
-from cagerisk.segment.model import VERTEBRA_LABELS
+from cagerisk.segment.model import VERTEBRA_LABELS, class_labels
+from cagerisk.segment.transforms import segmentation_transforms
 
 __all__ = ["SegmentationDataModule", "VertebraSegmenter", "TargetClassesd", "n_classes"]
 
@@ -33,21 +33,16 @@ log = logging.getLogger(__name__)
 
 
 def n_classes(mode: str, labels: Sequence[int] = VERTEBRA_LABELS) -> int:
-    if mode == "binary":
-        return 2
-    if mode == "multiclass":
-        return len(labels) + 1
-    raise ValueError(f"segment.mode must be 'binary' or 'multiclass', got {mode!r}")
+    """Output channels for one structure's ``labels`` (background included)."""
+    return len(class_labels(mode, [labels])) + 1
 
 
 class TargetClassesd(MapTransform):
-    """Vertebra label map -> training target: 0/1 (binary) or 0..n (multiclass, label order)."""
+    """Label map -> training target: class ``i + 1`` where the value is one of ``classes[i]``, else 0."""
 
-    def __init__(self, keys: Sequence[str], mode: str, labels: Sequence[int] = VERTEBRA_LABELS) -> None:
+    def __init__(self, keys: Sequence[str], classes: Sequence[Sequence[int]]) -> None:
         super().__init__(keys)
-        n_classes(mode, labels)
-        self.mode = mode
-        self.labels = [int(v) for v in labels]
+        self.classes = [[int(v) for v in c] for c in classes]
 
     def __call__(self, data: Mapping[Any, Any]) -> dict[Any, Any]:
         d = dict(data)
@@ -55,35 +50,39 @@ class TargetClassesd(MapTransform):
             mask = d[key]
             values = torch.round(torch.as_tensor(mask)).to(torch.int64)
             target = torch.zeros_like(values)
-            for index, value in enumerate(self.labels, start=1):
-                target[values == value] = 1 if self.mode == "binary" else index
+            for index, members in enumerate(self.classes, start=1):
+                target[torch.isin(values, torch.tensor(members, dtype=torch.int64))] = index
             out = target.to(torch.float32)
             d[key] = mask.__class__(out, meta=mask.meta) if hasattr(mask, "meta") else out
         return d
 
 
 class SegmentationDataModule(L.LightningDataModule):
-    """CT volumes resampled once (cached in memory), random foreground-biased patches for training."""
+    """Volumes resampled once (cached in memory), random foreground-biased patches for training."""
 
     def __init__(
         self,
         train_items: list[dict[str, Any]],
         val_items: list[dict[str, Any]],
         spacing_mm: Sequence[float],
-        hu_window: Sequence[float],
+        hu_window: Sequence[float] | None,
         roi_size: Sequence[int],
-        mode: str,
+        classes: Sequence[Sequence[int]],
         samples_per_volume: int = 2,
         pos_fraction: float = 0.8,
         batch_size: int = 2,
         num_workers: int = 0,
         seed: int = 0,
+        flip_lr: bool = True,
     ) -> None:
         super().__init__()
         self.train_items, self.val_items = train_items, val_items
         self.roi_size = [int(s) for s in roi_size]
-        base = ct_segmentation_transforms(spacing_mm, hu_window, label_values=VERTEBRA_LABELS)
-        self.base = Compose([*base.transforms, TargetClassesd(keys=["mask"], mode=mode)])
+        values = [v for c in classes for v in c]
+        base = segmentation_transforms(spacing_mm, hu_window, label_values=values)
+        self.base = Compose([*base.transforms, TargetClassesd(keys=["mask"], classes=classes)])
+        # A left-right flip turns a left muscle into a right one: only where labels are not lateral.
+        flip = [RandFlipd(keys=["image", "mask"], prob=0.5, spatial_axis=0)] if flip_lr else []
         self.augment = Compose(
             [
                 SpatialPadd(keys=["image", "mask"], spatial_size=self.roi_size),
@@ -95,7 +94,7 @@ class SegmentationDataModule(L.LightningDataModule):
                     neg=1.0 - pos_fraction,
                     num_samples=samples_per_volume,
                 ),
-                RandFlipd(keys=["image", "mask"], prob=0.5, spatial_axis=0),  # left-right
+                *flip,
                 RandScaleIntensityd(keys=["image"], factors=0.1, prob=0.5),
                 RandShiftIntensityd(keys=["image"], offsets=0.05, prob=0.5),
             ]
@@ -131,7 +130,7 @@ class SegmentationDataModule(L.LightningDataModule):
         return DataLoader(self.val_ds, batch_size=1, num_workers=self.num_workers)
 
 
-class VertebraSegmenter(L.LightningModule):
+class VertebraSegmenter(L.LightningModule):  # any sequence's U-Net; the name predates MRI
     """U-Net trained with Dice + cross-entropy; validated by sliding-window Dice on whole volumes."""
 
     def __init__(

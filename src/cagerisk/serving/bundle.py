@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from cagerisk.cohort.schema import CLINICAL, ID
+from cagerisk.cohort.schema import CLINICAL, ID, SEQUENCES
 from cagerisk.hashing import file_sha256
 from cagerisk.radiomics.naming import feature_groups
 from cagerisk.serving.features import serving_inputs
@@ -33,6 +33,7 @@ from cagerisk.serving.model import (
     SEGMENT_FILE,
     SPEC_FILE,
     ModelSpec,
+    segment_file,
 )
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,8 @@ def build_serving_bundle(
     _copy(sources.combined_model, out / COMBINED_FILE)
     sequences = {seq for seq, _ in radiomics_rois} | {seq for seq, _ in deep_rois}
     ct_segmentation, image_scoring, notes = _copy_networks(out, sources, "ct" in sequences, deep_rois, deep_required)
+    segmented = ["ct"] if ct_segmentation else []
+    segmented += _copy_mri_segmenters(out, sources, sequences, notes)
     spec = ModelSpec(
         radiomics_features=rad_required,
         deep_features=deep_required,
@@ -175,6 +178,7 @@ def build_serving_bundle(
         radiomics_rois=radiomics_rois,
         deep_rois=deep_rois,
         ct_segmentation=ct_segmentation,
+        segmented_sequences=[seq for seq in SEQUENCES if seq in segmented],
         image_scoring=image_scoring,
         image_scoring_note="; ".join(notes),
         n_radiomics_columns=len(combined.radiomics_features),
@@ -220,8 +224,11 @@ def _copy_networks(
     notes: list[str] = []
     ct_segmentation = False
     if needs_ct:
-        if sources.segment_model is not None and sources.segment_model.is_file():
-            _copy(sources.segment_model, out / SEGMENT_FILE)
+        from cagerisk.segment.sequences import model_path_for
+
+        ct_model = None if sources.segment_model is None else model_path_for(sources.segment_model, "ct")
+        if ct_model is not None and ct_model.is_file():
+            _copy(ct_model, out / SEGMENT_FILE)
             ct_segmentation = True
         else:
             notes.append("no U-Net bundle (segment.model_path): a CT mask must be sent")
@@ -234,6 +241,27 @@ def _copy_networks(
             image_scoring = False
             notes.append("no ViT-3D bundle (deep.model_path): deep features must be sent precomputed")
     return ct_segmentation, image_scoring, notes
+
+
+def _copy_mri_segmenters(out: Path, sources: BundleSources, sequences: set[str], notes: list[str]) -> list[str]:
+    """Copy the U-Net of every MRI sequence the model reads that has one (``segment.model_path``
+    with ``{sequence}``); the others keep a required mask, said in ``notes``."""
+    from cagerisk.segment.model import load_bundle
+    from cagerisk.segment.sequences import SEQUENCE_TOKEN, model_path_for
+
+    copied = []
+    for seq in [s for s in SEQUENCES if s in sequences and s != "ct"]:
+        path = None
+        if sources.segment_model is not None and SEQUENCE_TOKEN in str(sources.segment_model):
+            path = model_path_for(sources.segment_model, seq)
+        if path is not None and path.is_file() and not load_bundle(path).accepted:
+            notes.append(f"the {seq} U-Net's validation Dice is below segment.min_val_dice: a {seq} mask must be sent")
+        elif path is not None and path.is_file():
+            _copy(path, out / segment_file(seq))
+            copied.append(seq)
+        else:
+            notes.append(f"no {seq} U-Net bundle (segment.model_path): a {seq} mask must be sent")
+    return copied
 
 
 def _check_deep_bundle(path: Path, required: Sequence[str]) -> None:

@@ -2,8 +2,8 @@
 
 ``CageRiskModel`` wraps the training code, never a copy of it:
 
-- CT vertebral bodies are segmented by the U-Net of the segment stage (``CTSegmenter``), so scoring
-  needs no CT mask;
+- every mask not sent is drawn by the segment stage's U-Net of that sequence (``Segmenter``: CT and
+  sagittal bodies and discs, axial muscles), so scoring needs images only;
 - radiomics are PyRadiomics' features computed by the radiomics stage's own ``extract_roi`` with the
   parameter files the stage used (stored in the bundle);
 - deep features are the ViT-3D embeddings of the deep stage's ``DeepEmbedder`` (same MONAI
@@ -16,7 +16,8 @@ Everything the model reads lives in its bundle directory (an MLflow artifact): n
 
 Input: a DataFrame, one row per patient, with the clinical values and either the precomputed
 features (the columns listed in ``spec.radiomics_features`` and ``spec.deep_features``) or image and
-mask paths (``{sequence}_image``, ``{sequence}_mask``; the CT mask is optional) plus
+mask paths (``{sequence}_image``, ``{sequence}_mask``; a mask is optional where the bundle holds
+that sequence's U-Net) plus
 ``fused_levels``. Output: ``patient_id, probability, rad_sign, dl_sign, risk_class, threshold, mode``.
 """
 
@@ -79,6 +80,11 @@ def mask_field(sequence: str) -> str:
     return f"{sequence}_mask"
 
 
+def segment_file(sequence: str) -> str:
+    """The bundle's U-Net file of a sequence (the CT's keeps its name from before MRI U-Nets)."""
+    return SEGMENT_FILE if sequence == "ct" else f"segment_unet_{sequence}.pt"
+
+
 @dataclass
 class ModelSpec:
     """What the model expects and how it was made; stored as ``spec.json`` and served by ``/metadata``."""
@@ -99,6 +105,9 @@ class ModelSpec:
     training_data_sha256: str = ""
     info: dict[str, Any] = field(default_factory=dict)
     format: str = BUNDLE_FORMAT
+    # Sequences whose U-Net the bundle holds (masks optional); a spec from before MRI U-Nets has none
+    # here and ``ct_segmentation`` for the CT.
+    segmented_sequences: list[str] = field(default_factory=list)
 
     @property
     def sequences(self) -> list[str]:
@@ -112,7 +121,7 @@ class ModelSpec:
         return rois
 
     def mask_optional(self, sequence: str) -> bool:
-        return sequence == "ct" and self.ct_segmentation
+        return sequence in self.segmented_sequences or (sequence == "ct" and self.ct_segmentation)
 
     def expected_inputs(self) -> dict[str, Any]:
         """The inputs of both modes, for callers (``/metadata``) and the docs."""
@@ -127,6 +136,7 @@ class ModelSpec:
                         "image": image_field(seq),
                         "mask": mask_field(seq),
                         "mask_required": not self.mask_optional(seq),
+                        "mask_if_absent": "predicted by the U-Net" if self.mask_optional(seq) else None,
                         "rois": self.rois_of(seq),
                     }
                     for seq in self.sequences
@@ -182,14 +192,15 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
             from cagerisk.radiomics.params import settings_hash
 
             self.radiomics_sha256 = {seq: settings_hash(p) for seq, p in self.radiomics_params.items()}
-        self.segmenter = None
+        self.segmenters: dict[str, Any] = {}
         self.embedder = None
         self.radiomics_pool = None
         if self.spec.image_scoring:
-            if self.spec.ct_segmentation:
-                from cagerisk.segment import CTSegmenter
+            segmented = [seq for seq in self.spec.sequences if self.spec.mask_optional(seq)]
+            if segmented:
+                from cagerisk.segment import Segmenter
 
-                self.segmenter = CTSegmenter.load(bundle / SEGMENT_FILE)
+                self.segmenters = {seq: Segmenter.load(bundle / segment_file(seq)) for seq in segmented}
             if self.spec.deep_rois:
                 from cagerisk.deep.export import DeepEmbedder
 
@@ -473,14 +484,15 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
             mask_path = values.get(mask_field(seq))
             predicted = _absent(mask_path)
             if predicted:
-                if not self.spec.mask_optional(seq) or self.segmenter is None:
+                segmenter = self.segmenters.get(seq) if self.spec.mask_optional(seq) else None
+                if segmenter is None:
                     raise missing(mask_field(seq), f"the {seq} mask (label map) is required for image scoring")
                 # As in training: the U-Net's label map, written and read back like the segment stage's masks.
                 try:
-                    labels = self.segmenter.segment(image)
-                except Exception as err:  # a CT the network cannot take (geometry, size) is the input's fault
+                    labels = segmenter.segment(image)
+                except Exception as err:  # an image the network cannot take (geometry, size) is the input's fault
                     raise ScoringInputError(
-                        image_field(seq), f"the U-Net could not segment this CT ({type(err).__name__}: {err})"
+                        image_field(seq), f"the {seq} U-Net could not segment this image ({type(err).__name__}: {err})"
                     ) from None
                 mask_path = str(write_image(labels, tmp / f"{seq}_mask_pred.nii.gz"))
                 predicted_masks.add(seq)
@@ -492,8 +504,10 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
                 except ScoringInputError as err:
                     if not predicted:
                         raise
-                    # No mask was sent: what is missing is in the CT, as the U-Net saw it.
-                    raise ScoringInputError(image_field(seq), f"the U-Net's segmentation of this CT: {err.problem}") from None
+                    # No mask was sent: what is missing is in the image, as the U-Net saw it.
+                    raise ScoringInputError(
+                        image_field(seq), f"the {seq} U-Net's segmentation of this image: {err.problem}"
+                    ) from None
             volumes[seq] = (str(image_path), str(mask_path))
         return volumes, predicted_masks
 

@@ -450,7 +450,8 @@ class CageRiskService:
                     annotation=UploadFile | None if optional else UploadFile,
                     default=File(
                         None if optional else ...,
-                        description=f"{seq} label map" + ("; optional: the U-Net segments the CT" if optional else ""),
+                        description=f"{seq} label map"
+                        + (f"; optional: when absent, the {seq} U-Net segments the image" if optional else ""),
                     ),
                 )
             )

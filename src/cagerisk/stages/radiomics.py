@@ -30,7 +30,7 @@ from cagerisk.radiomics.extraction import (
     failure_summary,
     radiomics_manifest_path,
     selected_sequences,
-    with_feature_ct_masks,
+    with_feature_masks,
 )
 from cagerisk.radiomics.params import RadiomicsParams, params_by_sequence
 from cagerisk.tracking import stage_run
@@ -83,7 +83,7 @@ def run_radiomics_stage(cfg: DictConfig) -> RadiomicsExtraction:
     compute = typed(cfg.compute, ComputeConfig, "compute")
     paths = typed(cfg.paths, PathsConfig, "paths")
     manifest = load_manifest(radiomics_manifest_path(config.manifest, paths))
-    manifest = with_feature_ct_masks(manifest, config.reader)
+    manifest = with_feature_masks(manifest, config.reader)
     sequences = selected_sequences(manifest, config.sequences)
     params = params_by_sequence(config.params_mapping(), sequences)
     with stage_run(cfg, "radiomics") as run:

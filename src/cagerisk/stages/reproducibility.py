@@ -1,5 +1,11 @@
 """`cagerisk reproducibility`: second-reader radiomics -> ICC table, mask agreement and summaries, one MLflow run.
 
+Both readers' masks are the cohort's manual ones. Reader 1's features come from the radiomics stage's
+table only when that table was extracted from manual masks; when the segment stage chose predicted
+masks for a sequence with second-reader masks (``segment.masks=predicted``, the default), reader 1's
+ROIs are extracted here from the manual masks instead (radiomics cache), so the ICCs measure two
+readers, not the U-Net against a reader.
+
 A second-reader ROI that fails is reported with patient, sequence and ROI; every other ROI is still
 extracted and cached. With ``reproducibility.on_failure=error`` the stage then writes only the failures
 and stops; with ``skip`` the ICC leaves that patient out of that ROI's features.
@@ -21,7 +27,7 @@ from cagerisk.cohort import schema
 from cagerisk.cohort.manifest import load_manifest
 from cagerisk.config import typed
 from cagerisk.config.pipeline import ComputeConfig, PathsConfig, RadiomicsConfig, ReproducibilityConfig
-from cagerisk.radiomics.extraction import selected_sequences
+from cagerisk.radiomics.extraction import radiomics_manifest_path, selected_sequences
 from cagerisk.radiomics.params import params_by_sequence
 from cagerisk.reproducibility.interobserver import Reproducibility, ReproducibilityStageError, run_reproducibility
 from cagerisk.reproducibility.summary import plot_icc_histograms
@@ -30,6 +36,19 @@ from cagerisk.tracking import stage_run
 __all__ = ["run_reproducibility_stage", "write_reproducibility_outputs"]
 
 log = logging.getLogger(__name__)
+
+
+def predicted_mask_sequences(manifest_path: Path, sequences: list[str]) -> list[str]:
+    """Sequences among ``sequences`` for which the manifest at ``manifest_path`` (the radiomics stage's)
+    chose a predicted mask for some patient (``{seq}_mask_source``)."""
+    if not manifest_path.is_file():
+        return []
+    from cagerisk.segment.manifest import PREDICTED, source_column
+
+    frame = load_manifest(manifest_path)
+    return [
+        s for s in sequences if source_column(s) in frame.columns and (frame[source_column(s)].astype(str) == PREDICTED).any()
+    ]
 
 
 def write_reproducibility_outputs(result: Reproducibility, config: ReproducibilityConfig, complete: bool) -> dict[str, Path]:
@@ -87,12 +106,21 @@ def run_reproducibility_stage(cfg: DictConfig) -> Reproducibility:
     if not sequences:
         raise ValueError(f"{manifest_path}: no second-reader mask column ({{seq}}_mask_r2) for the radiomics sequences")
     params = params_by_sequence(radiomics.params_mapping(), sequences)
+    reader1 = radiomics.output if config.reader1_source == "table" else None
+    if reader1 is not None:
+        automatic = predicted_mask_sequences(radiomics_manifest_path(radiomics.manifest, paths), sequences)
+        if automatic:
+            log.info(
+                "the radiomics table's %s features come from predicted masks: reader 1 extracted from the manual masks",
+                automatic,
+            )
+            reader1 = None
     with stage_run(cfg, "reproducibility") as run:
         result = run_reproducibility(
             manifest,
             params,
             sequences,
-            reader1=radiomics.output if config.reader1_source == "table" else None,
+            reader1=reader1,
             cache_dir=radiomics.cache_dir,
             compute_cfg=asdict(compute),
             alpha=config.alpha,

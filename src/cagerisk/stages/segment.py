@@ -1,15 +1,17 @@
-"""`cagerisk segment`: train the vertebra U-Net, segment every patient's CT, score Dice, write the manifest.
+"""`cagerisk segment`: train every sequence's U-Net, segment every patient, score Dice and HD95, write the manifest.
 
-Reads ``segment.manifest`` (the cohort manifest) and writes
+Reads ``segment.manifest`` (the cohort manifest) and, for every sequence of ``segment.sequences``
+(CT vertebral bodies; sagittal T1/T2 bodies and discs; axial T1/T2 muscles), writes
 
-- ``{paths.segment}/masks/{patient}_ct_mask_pred.nii.gz``: predicted label maps (CT grid, values 1..6);
-- ``{paths.segment}/manifest.csv``: the cohort manifest + ``ct_mask_pred`` and ``ct_mask_source``;
-- ``{paths.segment}/dice.csv``: per-patient, per-vertebra Dice against the manual masks;
-- ``{paths.segment}/metrics.json``: mean Dice per split and vertebra (a DVC metrics file);
-- ``segment.model_path``: the bundle that ``segment_ct`` loads at scoring time.
+- ``{paths.segment}/masks/{patient}_{seq}_mask_pred.nii.gz``: predicted label maps (the image's grid);
+- ``{paths.segment}/manifest.csv``: the cohort manifest + ``{seq}_mask_pred`` and ``{seq}_mask_source``;
+- ``{paths.segment}/dice.csv``: per patient, sequence and structure, Dice and HD95 against the manual mask;
+- ``{paths.segment}/metrics.json``: their means per sequence, split and structure (a DVC metrics file);
+- ``{paths.segment}/report.md``: the same as tables (and an MLflow artifact);
+- ``segment.model_path`` (``{sequence}`` filled in): the bundle that serving loads per sequence.
 
-Everything is logged to one MLflow run: per-epoch loss and validation Dice (through Lightning),
-per-vertebra Dice on val and test, the model.
+Everything is logged to one MLflow run: per-epoch loss and validation Dice of each U-Net (through
+Lightning, prefixed ``{seq}-``), Dice and HD95 per structure and split, the models (``unet_{seq}``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
@@ -29,9 +32,9 @@ from cagerisk.cohort.manifest import load_manifest
 from cagerisk.cohort.schema import ID
 from cagerisk.config import typed
 from cagerisk.config.pipeline import PathsConfig, SegmentConfig
-from cagerisk.deep.lightning_mlflow import active_run_logger, log_torch_model
+from cagerisk.deep.lightning_mlflow import ActiveRunMLFlowLogger, log_torch_model
 from cagerisk.imaging.io import write_image
-from cagerisk.segment.manifest import ct_mask_sources, write_segment_manifest
+from cagerisk.segment.manifest import MANUAL, mask_sources, predicted_column, source_column, write_segment_manifest
 from cagerisk.segment.model import save_bundle
 from cagerisk.segment.segmentation import (
     TrainedSegmenter,
@@ -40,6 +43,7 @@ from cagerisk.segment.segmentation import (
     segmentation_inputs,
     train_segmenter,
 )
+from cagerisk.segment.sequences import segmented_sequences, sequence_config
 from cagerisk.tracking import stage_run
 from cagerisk.trainer import seed_training
 
@@ -47,66 +51,139 @@ __all__ = ["run_segment_stage"]
 
 log = logging.getLogger(__name__)
 
+SCORE_COLUMNS = [ID, "split", "sequence", "structure", "dice", "hd95"]
+
 
 @dataclass
 class SegmentOutputs:
-    dice: pd.DataFrame
-    metrics: dict[str, float]
+    scores: pd.DataFrame
+    predicted: dict[str, str]  # patient -> absolute path of the predicted mask
     inference_seconds: float
 
 
 def segment_and_write(trained: TrainedSegmenter, frame: pd.DataFrame, config: SegmentConfig, out_dir: Path) -> SegmentOutputs:
-    """The model bundle, predicted masks (written as each patient is done), the segment manifest, Dice
-    table and metrics, and the bundle again with its metrics."""
-    # Saved before inference as well: a patient whose CT fails to segment must not cost the trained model.
+    """One sequence: the model bundle, predicted masks (written as each patient is done), the scores,
+    and the bundle again with its metrics."""
+    sequence = trained.bundle.sequence
+    # Saved before inference as well: a patient whose image fails to segment must not cost the trained model.
     save_bundle(trained.bundle, config.model_path)
     started = time.perf_counter()
     predicted: dict[str, str] = {}
     rows = []
-    for patient in segment_cohort(trained.segmenter, frame):
-        path = write_image(patient.labels, out_dir / "masks" / f"{patient.patient_id}_ct_mask_pred.nii.gz")
+    for patient in segment_cohort(trained.segmenter, frame, sequence):
+        path = write_image(patient.labels, out_dir / "masks" / f"{patient.patient_id}_{sequence}_mask_pred.nii.gz")
         predicted[patient.patient_id] = str(path.resolve())
-        if patient.dice is not None:
-            rows.append(patient.dice)
+        rows.extend(patient.scores)
     inference_seconds = time.perf_counter() - started
-    dice = pd.DataFrame(rows)
-    metrics = dice_metrics(dice)
-    trained.bundle.metrics = metrics
+    scores = pd.DataFrame(rows, columns=SCORE_COLUMNS)
+    trained.bundle.metrics = dice_metrics(scores)
     save_bundle(trained.bundle, config.model_path)
-    write_frame_atomic(dice, out_dir / "dice.csv")
-    write_text_atomic(json.dumps(metrics, indent=2, sort_keys=True), out_dir / "metrics.json")
-    out = frame.copy()
-    out["ct_mask_pred"] = [predicted.get(str(pid)) for pid in out[ID]]
-    out["ct_mask_source"] = ct_mask_sources(out, config.ct_mask)
-    write_segment_manifest(out, out_dir / "manifest.csv")
-    return SegmentOutputs(dice=dice, metrics=metrics, inference_seconds=inference_seconds)
+    return SegmentOutputs(scores=scores, predicted=predicted, inference_seconds=inference_seconds)
+
+
+def report_markdown(metrics: dict[str, float], sequences: list[str]) -> str:
+    """Dice and HD95 (mm) per sequence, structure and split, as Markdown tables."""
+    lines = ["# Segmentation: Dice and HD95 (mm) against the manual masks", ""]
+    for seq in sequences:
+        names = sorted(
+            {k.split("_", 3)[3] for k in metrics if k.startswith(f"dice_{seq}_")},
+            key=lambda n: (n == "mean", "_" not in n, n),
+        )
+        splits = [s for s in ("train", "val", "test") if f"dice_{seq}_{s}_mean" in metrics]
+        lines += [f"## {seq}", "", "| structure | " + " | ".join(f"Dice {s} | HD95 {s}" for s in splits) + " |"]
+        lines.append("| --- |" + " --- | --- |" * len(splits))
+        for name in names:
+            cells = []
+            for s in splits:
+                dice, hd = metrics.get(f"dice_{seq}_{s}_{name}", np.nan), metrics.get(f"hd95_{seq}_{s}_{name}", np.nan)
+                cells += [f"{dice:.3f}", f"{hd:.1f}"]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _sequence_logger(run: mlflow.ActiveRun | None, sequence: str) -> ActiveRunMLFlowLogger | bool:
+    """The stage run's Lightning logger with the sequence as prefix (``t2-train_loss``): five U-Nets, one run."""
+    if run is None:
+        return False
+    return ActiveRunMLFlowLogger(
+        experiment_name=mlflow.get_experiment(run.info.experiment_id).name,
+        tracking_uri=mlflow.get_tracking_uri(),
+        run_id=run.info.run_id,
+        log_model=False,
+        prefix=sequence,
+    )
 
 
 def run_segment_stage(cfg: DictConfig) -> float:
-    """Train, segment all, score; returns the mean test Dice (validation when there is no test split)."""
+    """Train, segment all, score, per sequence; returns the mean test Dice over the sequences' means
+    (validation when there is no test split)."""
     config = typed(cfg.segment, SegmentConfig, "segment")
     out_dir = Path(typed(cfg.paths, PathsConfig, "paths").segment)
     frame = load_manifest(config.manifest)
-    train_items, val_items = segmentation_inputs(frame, config, config.manifest)
+    sequences = segmented_sequences(config)
+    configs = {seq: sequence_config(config, seq) for seq in sequences}
+    # Every sequence's inputs checked before any training: a missing column fails in seconds, not after a U-Net.
+    inputs = {seq: segmentation_inputs(frame, configs[seq], config.manifest, seq) for seq in sequences}
     seed_training(cfg.seed, config.torch_threads)
+    out = frame.copy()
+    all_scores, metrics, timings = [], {}, {}
     with stage_run(cfg, "segment") as run:
         cpu_started = time.process_time()
-        trained = train_segmenter(train_items, val_items, config, cfg.seed, active_run_logger(run))
-        outputs = segment_and_write(trained, frame, config, out_dir)
-        metrics = outputs.metrics
+        for seq in sequences:
+            seq_config = configs[seq]
+            seed_training(cfg.seed, seq_config.torch_threads)
+            trained = train_segmenter(*inputs[seq], seq_config, cfg.seed, _sequence_logger(run, seq), seq)
+            outputs = segment_and_write(trained, frame, seq_config, out_dir)
+            all_scores.append(outputs.scores)
+            metrics.update(trained.bundle.metrics)
+            timings[f"train_seconds_{seq}"] = trained.train_seconds
+            timings[f"inference_seconds_{seq}"] = outputs.inference_seconds
+            out[predicted_column(seq)] = [outputs.predicted.get(str(pid)) for pid in out[ID]]
+            val_dice = metrics.get(f"dice_{seq}_val_mean", float("nan"))
+            if not val_dice >= seq_config.min_val_dice:
+                # An inaccurate U-Net would feed features (and, served, masks) worse than none: manual masks.
+                log.warning(
+                    "%s U-Net: validation Dice %.3f < segment.min_val_dice %.2f: its masks are not used and it is not served",
+                    seq,
+                    val_dice,
+                    seq_config.min_val_dice,
+                )
+                trained.bundle.accepted = False
+                save_bundle(trained.bundle, seq_config.model_path)
+            preference = seq_config.masks if trained.bundle.accepted else MANUAL
+            out[source_column(seq)] = mask_sources(out, preference, seq)
+            if run is not None:
+                log_torch_model(trained.segmenter.net, f"unet_{seq}", seq_config.model_path)
+            log.info(
+                "%s U-Net: training %.0f s, inference %.0f s; Dice %s",
+                seq,
+                trained.train_seconds,
+                outputs.inference_seconds,
+                ", ".join(
+                    f"{s} {metrics[f'dice_{seq}_{s}_mean']:.3f}" for s in ("val", "test") if f"dice_{seq}_{s}_mean" in metrics
+                ),
+            )
+        scores = pd.concat(all_scores, ignore_index=True) if all_scores else pd.DataFrame(columns=SCORE_COLUMNS)
+        write_frame_atomic(scores, out_dir / "dice.csv")
+        write_text_atomic(json.dumps(metrics, indent=2, sort_keys=True), out_dir / "metrics.json")
+        write_text_atomic(report_markdown(metrics, sequences), out_dir / "report.md")
+        write_segment_manifest(out, out_dir / "manifest.csv")
         cpu_seconds = time.process_time() - cpu_started
         if run is not None:
-            timings = {"train_seconds": trained.train_seconds, "inference_seconds": outputs.inference_seconds}
-            mlflow.log_metrics({**metrics, **timings, "cpu_seconds": cpu_seconds})
+            finite = {k: v for k, v in metrics.items() if np.isfinite(v)}
+            mlflow.log_metrics({**finite, **timings, "cpu_seconds": cpu_seconds})
             mlflow.log_artifact(str(out_dir / "dice.csv"))
-            log_torch_model(trained.segmenter.net, "unet", config.model_path)
-        for split in ("val", "test"):
-            if f"dice_{split}_mean" in metrics:
-                log.info("U-Net %s Dice: mean %.3f", split, metrics[f"dice_{split}_mean"])
+            mlflow.log_artifact(str(out_dir / "report.md"))
         log.info(
-            "segment stage: training %.0f s, inference %.0f s (wall); %.0f s CPU",
-            trained.train_seconds,
-            outputs.inference_seconds,
+            "segment stage (%s): training %.0f s, inference %.0f s (wall); %.0f s CPU",
+            ", ".join(sequences),
+            sum(v for k, v in timings.items() if k.startswith("train")),
+            sum(v for k, v in timings.items() if k.startswith("inference")),
             cpu_seconds,
         )
-    return float(metrics.get("dice_test_mean", metrics.get("dice_val_mean", float("nan"))))
+    for split in ("test", "val"):
+        means = [metrics[f"dice_{seq}_{split}_mean"] for seq in sequences if f"dice_{seq}_{split}_mean" in metrics]
+        if means:
+            return float(np.mean(means))
+    return float("nan")
