@@ -15,7 +15,7 @@ Coverage is also reported for each replicate's own mean of its fold models' popu
 
     python benchmarks/ci_coverage.py                          # L2 logistic regression, 200 replicates
     python benchmarks/ci_coverage.py --procedure default --replicates 300 --out cov.jsonl   # fit-table's default (slow)
-    python benchmarks/ci_coverage.py --summarise cov.jsonl   # coverage of the replicates logged so far
+    python benchmarks/ci_coverage.py --summarise cov.jsonl cov_seed1.jsonl   # coverage of the replicates logged so far
 
 ``--procedure default`` is fit-table's default classifier as conf/classifier/space/stack.yaml builds it
 (the stack, 500 trees, seeded as fit-table seeds it); the tables have no missing values, so the
@@ -158,11 +158,14 @@ def summarise(results: list) -> dict[str, float]:
     }
 
 
-def load(path: str) -> tuple[list, dict]:
-    """Replicates logged by ``--out`` and the settings they were run with."""
-    rows = [json.loads(line) for line in open(path) if line.strip()]
+def load(paths: list[str]) -> tuple[list, dict]:
+    """Replicates logged by ``--out`` (one or more runs of the same settings, e.g. other seeds)."""
+    rows = [json.loads(line) for path in paths for line in open(path) if line.strip()]
     if not rows:
-        raise SystemExit(f"{path}: no replicates logged yet")
+        raise SystemExit(f"{paths}: no replicates logged yet")
+    settings = {(r["procedure"], r["n"], r["p"]) for r in rows}
+    if len(settings) > 1:
+        raise SystemExit(f"{paths}: replicates of different settings (procedure, n, p): {sorted(settings)}")
     results = [(r["corrected"], r["delong"], np.asarray(r["true_aucs"]), r["df_all"]) for r in rows]
     return results, {"procedure": rows[0]["procedure"], "n": rows[0]["n"], "p": rows[0]["p"]}
 
@@ -178,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-population", type=int, default=20000, help="size of the sample that measures population AUCs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="append each replicate to this file (JSON lines) as it finishes")
-    parser.add_argument("--summarise", metavar="JSONL", help="coverage of the replicates logged in JSONL; runs nothing")
+    parser.add_argument(
+        "--summarise", nargs="+", metavar="JSONL", help="coverage of the replicates logged in these files; runs nothing"
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     if args.summarise:
