@@ -42,3 +42,25 @@ def test_small_simulation_the_interval_covers_and_pooled_delong_does_not():
     assert result["corrected"] >= 0.9, result
     assert result["delong"] < 0.9, result
     assert result["corrected_mean_width"] > result["delong_mean_width"]
+
+
+def test_coverage_log_summarises_to_the_same_figures_and_default_follows_the_config(tmp_path):
+    """--out logs every replicate; --summarise of that log (split over two files, as runs with other
+    seeds are) gives the run's own figures. --procedure default is the stack as stack.yaml builds it."""
+    from ci_coverage import coverage, load, make_procedure, summarise
+    from omegaconf import OmegaConf
+
+    log = tmp_path / "cov.jsonl"
+    result = coverage(replicates=4, n=60, p=8, informative=2, n_population=500, seed=3, out=str(log))
+    lines = log.read_text().splitlines()
+    assert len(lines) == 4
+    (tmp_path / "a.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    (tmp_path / "b.jsonl").write_text("\n".join(lines[2:]) + "\n")
+    results, settings = load([str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")])
+    assert settings == {"procedure": "lr", "n": 60, "p": 8}
+    assert summarise(results) == pytest.approx(result)
+
+    stack = make_procedure("default", seed=7)()
+    conf = OmegaConf.load(Path(__file__).resolve().parents[2] / "conf/classifier/space/stack.yaml").estimator
+    assert type(stack).__name__ == "LinearTreeStack" and stack.random_state == 7
+    assert (stack.n_estimators, stack.combine, stack.cv) == (conf.n_estimators, conf.combine, conf.cv)
