@@ -241,6 +241,11 @@ def fit_signatures(
         prob[train] = search.oof_proba
         prob[~train] = positive_proba(search.pipeline, X.loc[~train])
         scores[kind.column] = prob
+        if seen is not None:
+            # The fold model behind each value: a training patient's held it out; -1 = mean of the K folds.
+            fold_of = np.full(len(y), -1)
+            fold_of[train] = search.extra["held_out_by"]
+            scores[f"{kind.column}_fold"] = fold_of
         fit.selection = _per_fold(search.pipeline, selection_report)
         fit.features = _per_fold(search.pipeline, selected_features_table)
         fit.entry["selection"] = fit.selection.to_dict(orient="records")
