@@ -14,6 +14,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 from sklearn.metrics import roc_auc_score
 from synthetic_cohort import compose_config, make_synthetic_cohort, tiny_overrides
 
@@ -119,11 +120,9 @@ def test_served_dl_sign_is_the_pipelines(crossfitted, tmp_path):
     combined = joblib.load(root / "models" / "combined" / "model.joblib")
     assert isinstance(combined.dl_pipeline, CrossFittedSignature)
     tables = read_training_tables(root / "cohort", root / "features")
-    spec = build_serving_bundle(
-        tmp_path / "bundle",
-        tables,
-        BundleSources(root / "models" / "combined" / "model.joblib", {}, segment_model=None, deep_model=None),
-    )
+    radiomics = OmegaConf.to_container(cfg.radiomics, resolve=True)
+    sources = BundleSources(root / "models" / "combined" / "model.joblib", radiomics, segment_model=None, deep_model=None)
+    spec = build_serving_bundle(tmp_path / "bundle", tables, sources)
     assert all(c.rsplit("_", 1)[1] in {f"f{j}" for j in range(K)} for c in spec.deep_features)
     served = CageRiskModel()
     served.load_bundle(tmp_path / "bundle")
