@@ -155,3 +155,17 @@ def test_a_broken_crossfit_table_is_a_clear_error(tmp_path):
         InputError, match=rf"deep.parquet: deep table: patient\(s\) without exactly one row per fold model: \['{first}'\]"
     ):
         read_deep_table(root / "features" / "deep.parquet")
+
+
+def test_combined_refuses_a_training_dl_sign_that_is_not_out_of_fold(crossfitted):
+    from cagerisk.config.modelling import model_config
+    from cagerisk.models.combined import fit_combined, read_signature_outputs
+    from cagerisk.models.data import InputError, read_manifest
+
+    root, cfg, _, _ = crossfitted
+    manifest = read_manifest(root / "cohort" / "manifest.csv")
+    signatures, pipelines = read_signature_outputs(root / "models" / "signatures", manifest)
+    first = signatures.index[signatures["split"] == "train"][0]
+    signatures.loc[first, "dl_sign_fold"] = -1  # as if it had the mean of all fold models, its own included
+    with pytest.raises(InputError, match=rf"training patient\(s\) whose DL-sign is not out-of-fold: \['{first}'\]"):
+        fit_combined(model_config(cfg), manifest.loc[signatures.index], signatures, pipelines, "synthetic")
