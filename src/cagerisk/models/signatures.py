@@ -177,7 +177,7 @@ def crossfit_signature(
     result = SearchResult(
         target=kind.target,
         study_name=",".join(s.study_name for s in searches),
-        best_classifier=max(set(chosen), key=chosen.count) if len(set(chosen)) == 1 else "/".join(chosen),
+        best_classifier=chosen[0] if len(set(chosen)) == 1 else "/".join(chosen),  # per fold when they differ
         best_params={f"fold{j}": s.best_params for j, s in enumerate(searches)},
         cv_auc=float("nan"),
         n_trials_total=int(sum(s.n_trials_total for s in searches)),
