@@ -188,8 +188,10 @@ class DeepCrossfitConfig:
 
     folds: int
     inner_fraction: float  # share of each fold model's training patients that chooses its epoch
+    monitor: str  # what chooses the epoch on the inner split: val_loss (min) or val_auc (max)
 
     def __post_init__(self) -> None:
+        _choice("deep.crossfit", "monitor", self.monitor, ("val_loss", "val_auc"))
         if self.folds < 2:
             raise ConfigError(f"config deep.crossfit.folds: {self.folds}; at least 2")
         if not 0.0 < self.inner_fraction < 0.5:

@@ -184,7 +184,8 @@ def fold_samples(samples: list[dict[str, Any]], plan: FoldPlan) -> list[dict[str
 def fine_tune(
     net: DeepRadiomicsNet, data: DeepInputs, config: DeepConfig, seed: int, logger: Any, source: str, plan: FoldPlan
 ) -> DeepTraining:
-    """Train ``net`` with its CS head on ``plan.fit``; keep the best epoch by the AUC on ``plan.stop``.
+    """Train ``net`` with its CS head on ``plan.fit``; keep the best epoch on ``plan.stop`` by
+    ``deep.crossfit.monitor`` (the inner split's loss or patient-level AUC).
 
     Checkpoints go to ``deep.checkpoint_dir/fold{j}`` (``deep.resume=last`` continues each fold from its own
     ``last.ckpt``); ``logger`` (one per fold: the stage gives each the key prefix ``fold{j}``) gets the epoch
@@ -212,8 +213,10 @@ def fine_tune(
         compile=config.compile and gpu_available(config.trainer),
     )
     checkpoint_dir = fold_checkpoint_dir(config, plan.fold)
-    checkpoint, last_checkpoint = checkpoint_callbacks(checkpoint_dir, "vit3d", monitor="val_auc")
-    stopper = EarlyStopping(monitor="val_auc", mode="max", patience=config.patience)
+    monitor = config.crossfit.monitor
+    mode = "max" if monitor == "val_auc" else "min"
+    checkpoint, last_checkpoint = checkpoint_callbacks(checkpoint_dir, "vit3d", monitor=monitor, mode=mode)
+    stopper = EarlyStopping(monitor=monitor, mode=mode, patience=config.patience)
     trainer = make_trainer(
         config.trainer,
         logger,
@@ -230,9 +233,10 @@ def fine_tune(
         module.load_state_dict(best["state_dict"])
         best_epoch = int(best.get("epoch", best_epoch))
         log.info(
-            "fold %d: best ViT-3D epoch %s (early-stopping AUC %.3f, %d patients)",
+            "fold %d: best ViT-3D epoch %s (inner-split %s %.3f, %d patients)",
             plan.fold,
             checkpoint.best_model_path,
+            monitor,
             float(checkpoint.best_model_score),
             len(plan.stop),
         )
