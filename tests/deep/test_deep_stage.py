@@ -154,7 +154,7 @@ def test_crossfit_plan_folds_are_disjoint_stratified_and_never_use_validation():
             "cs": rng.permutation([1] * 12 + [0] * 28).tolist() + [1, 0] * 10,
         }
     )
-    plans = crossfit_plan(frame, DeepCrossfitConfig(folds=4, inner_fraction=0.2), seed=3, source="m.csv")
+    plans = crossfit_plan(frame, DeepCrossfitConfig(folds=4, inner_fraction=0.2, monitor="val_loss"), seed=3, source="m.csv")
     train_ids = set(frame.loc[frame["split"] == "train", "patient_id"])
     assert sorted(p for plan in plans for p in plan.held_out) == sorted(train_ids)  # each held out once
     y = frame.set_index("patient_id")["cs"]
@@ -165,10 +165,10 @@ def test_crossfit_plan_folds_are_disjoint_stratified_and_never_use_validation():
         relabelled = fold_samples([{"patient_id": p, "split": "train"} for p in frame["patient_id"]], plan)
         assert {s["patient_id"] for s in relabelled if s["split"] == "val"} == set(plan.stop)
         assert {s["patient_id"] for s in relabelled} == set(plan.trained_on)
-    again = crossfit_plan(frame, DeepCrossfitConfig(folds=4, inner_fraction=0.2), seed=3, source="m.csv")
+    again = crossfit_plan(frame, DeepCrossfitConfig(folds=4, inner_fraction=0.2, monitor="val_loss"), seed=3, source="m.csv")
     assert [p.fit for p in again] == [p.fit for p in plans]  # seeded
     with pytest.raises(ValueError, match=r"m\.csv: 12 training patient\(s\) of the minority outcome; deep.crossfit.folds=7"):
-        crossfit_plan(frame, DeepCrossfitConfig(folds=7, inner_fraction=0.2), seed=3, source="m.csv")
+        crossfit_plan(frame, DeepCrossfitConfig(folds=7, inner_fraction=0.2, monitor="val_loss"), seed=3, source="m.csv")
 
 
 def test_datamodule_trains_on_the_training_split_only():
