@@ -50,6 +50,8 @@ STAGE_OVERRIDES = [
     "deep.trainer.max_epochs=1",
     "deep.patience=1",
     "deep.crossfit.folds=2",
+    # Each cross-fitted DL-sign pipeline sees half the 8 training patients: too few for LASSO's inner CV.
+    "sweep.selection_steps.dl=[impute]",
     "deep.preprocess_workers=0",
     "sweep.n_trials=3",
     "sweep.cv_folds=3",
