@@ -1,4 +1,5 @@
-"""The deep stage on the tiny synthetic cohort, the DataModule's split discipline, the paper-size ViT."""
+"""The cross-fitted deep stage on the tiny synthetic cohort, the folds' and the DataModule's split discipline,
+the paper-size ViT."""
 
 from __future__ import annotations
 
@@ -15,16 +16,23 @@ import torch
 from omegaconf import OmegaConf
 
 from cagerisk.cohort.manifest import load_manifest
+from cagerisk.config.pipeline import DeepCrossfitConfig
 from cagerisk.deep import (
+    FOLD_COLUMN,
+    SEEN_COLUMN,
     DeepDataModule,
     DeepEmbedder,
     PreprocessError,
     PreprocessSettings,
     build_deep_net,
+    crossfit_plan,
     deep_inputs,
     feature_columns,
+    fold_samples,
+    load_deep_bundle,
     preprocess_cohort,
 )
+from cagerisk.models.crossfit import long_to_wide
 from cagerisk.stages.deep import run_deep_stage
 
 INPUTS = ["ct_vertebra", "t2_disc", "t1ax_psoas"]
@@ -63,29 +71,38 @@ def vit2d_checkpoint(path: Path) -> None:
 def test_deep_stage_end_to_end(tiny_cohort: Path, make_config, tmp_path: Path):
     manifest = tiny_cohort / "cohort" / "manifest.csv"
     vit2d_checkpoint(tmp_path / "vit2d.pt")
-    overrides = [f"deep.manifest={manifest}", f"deep.pretrained={tmp_path / 'vit2d.pt'}", *TINY_VIT]
+    overrides = [f"deep.manifest={manifest}", f"deep.pretrained={tmp_path / 'vit2d.pt'}", "deep.crossfit.folds=2", *TINY_VIT]
     cfg = make_config(*overrides, "deep.trainer.max_epochs=2")
-    val_auc = run_deep_stage(cfg)
-    assert 0.0 <= val_auc <= 1.0
+    oof_auc = run_deep_stage(cfg)
+    assert 0.0 <= oof_auc <= 1.0
 
     cohort = load_manifest(manifest)
     table = pd.read_parquet(Path(cfg.paths.features) / "deep.parquet")
     pairs = deep_inputs(INPUTS)
-    assert list(table.columns) == ["patient_id", *feature_columns(pairs, 4)]
-    assert list(table["patient_id"]) == list(cohort["patient_id"])
-    assert np.isfinite(table.drop(columns="patient_id").to_numpy()).all()
+    assert list(table.columns) == ["patient_id", FOLD_COLUMN, SEEN_COLUMN, *feature_columns(pairs, 4)]
+    # One row per (patient, fold model), every patient embedded by both fold networks.
+    assert len(table) == 2 * len(cohort)
+    assert all(folds == [0, 1] for folds in table.groupby("patient_id")[FOLD_COLUMN].apply(sorted))
+    assert np.isfinite(table[feature_columns(pairs, 4)].to_numpy()).all()
     assert table.filter(like="t2_disc_dl_").std().min() > 0, "embeddings differ between patients"
+    # Labels seen: training patients only, each held out by exactly one fold model; never val/test.
+    split = cohort.set_index("patient_id")["split"]
+    seen = table.pivot(index="patient_id", columns=FOLD_COLUMN, values=SEEN_COLUMN)
+    assert not seen.loc[split[split != "train"].index].to_numpy().any()
+    assert (seen.loc[split[split == "train"].index].sum(axis=1) == 1).all()
 
     client = mlflow.MlflowClient(cfg.tracking.uri)
     run = client.search_runs(
         [client.get_experiment_by_name(cfg.tracking.experiment).experiment_id], "tags.`cagerisk.stage` = 'deep'"
     )[0]
-    assert len(client.get_metric_history(run.info.run_id, "val_auc")) == 2  # per epoch, via Lightning
-    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 2
+    for fold in (0, 1):  # per epoch and fold model, via Lightning; the epoch choice is on the inner split
+        assert len(client.get_metric_history(run.info.run_id, f"fold{fold}-val_auc")) == 2
+        assert len(client.get_metric_history(run.info.run_id, f"fold{fold}-train_loss")) == 2
     assert run.data.metrics["pretrained_inflated"] == 1 and run.data.metrics["pretrained_loaded"] == 3
     # Only `evaluate` reads test-split outcomes: the deep stage neither writes nor logs a test metric.
     deep_metrics = json.loads((Path(cfg.paths.features) / "deep_metrics.json").read_text())
-    assert "val_auc" in deep_metrics and not [k for k in deep_metrics if "test" in k]
+    assert {"oof_auc", "val_auc", "fold0_stop_auc", "n_folds"} <= set(deep_metrics)
+    assert not [k for k in deep_metrics if "test" in k]
     assert not [k for k in run.data.metrics if "test" in k]
     report = json.loads(
         Path(
@@ -98,16 +115,24 @@ def test_deep_stage_end_to_end(tiny_cohort: Path, make_config, tmp_path: Path):
     models = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
     assert any(m.source_run_id == run.info.run_id and m.name == "vit3d" for m in models)
 
-    # Scoring parity: a new patient's in-memory volumes give the exported row.
+    # The bundle records whom each fold network was trained on, as the table does.
+    bundle = load_deep_bundle(cfg.deep.model_path)
+    assert bundle.n_folds == 2
+    for fold in (0, 1):
+        assert set(bundle.trained_on[fold]) == set(seen.index[seen[fold]])
+
+    # Scoring parity: a new patient's in-memory volumes give the exported rows of every fold network.
     row = cohort.iloc[0]
     embedder = DeepEmbedder.load(cfg.deep.model_path)
     volumes = {seq: (sitk.ReadImage(row[f"{seq}_image"]), sitk.ReadImage(row[f"{seq}_mask"])) for seq in ("ct", "t2", "t1ax")}
     features = embedder.embed(volumes, row["fused_levels"], patient_id=row["patient_id"])
-    expected = table.iloc[0].drop("patient_id").astype(float)
+    wide = long_to_wide(table).features
+    assert sorted(features) == sorted(wide.columns) == sorted(embedder.columns)
+    expected = wide.loc[row["patient_id"]].astype(float)
     np.testing.assert_allclose([features[c] for c in expected.index], expected.to_numpy(), atol=1e-5)
 
-    # Resumable: the next run continues from last.ckpt (and reads its inputs from the cache).
-    last = Path(cfg.deep.checkpoint_dir) / "last.ckpt"
+    # Resumable: the next run continues each fold from its last.ckpt (and reads its inputs from the cache).
+    last = Path(cfg.deep.checkpoint_dir) / "fold1" / "last.ckpt"
     steps = torch.load(last, weights_only=True, map_location="cpu")["global_step"]
     run_deep_stage(make_config(*overrides, "deep.trainer.max_epochs=3", "deep.resume=last", "deep.patience=10"))
     second = client.search_runs(
@@ -115,8 +140,35 @@ def test_deep_stage_end_to_end(tiny_cohort: Path, make_config, tmp_path: Path):
     )[0]
     assert second.info.run_id != run.info.run_id
     # No epoch before the checkpoint was trained again (the first logged step is the checkpoint's).
-    assert min(m.step for m in client.get_metric_history(second.info.run_id, "train_loss")) >= steps - 1
+    assert min(m.step for m in client.get_metric_history(second.info.run_id, "fold1-train_loss")) >= steps - 1
     assert torch.load(last, weights_only=True, map_location="cpu")["global_step"] == steps * 3 // 2
+
+
+def test_crossfit_plan_folds_are_disjoint_stratified_and_never_use_validation():
+    rng = np.random.default_rng(0)
+    n = 60
+    frame = pd.DataFrame(
+        {
+            "patient_id": [f"P{i:03d}" for i in range(n)],
+            "split": ["train"] * 40 + ["val"] * 10 + ["test"] * 10,
+            "cs": rng.permutation([1] * 12 + [0] * 28).tolist() + [1, 0] * 10,
+        }
+    )
+    plans = crossfit_plan(frame, DeepCrossfitConfig(folds=4, inner_fraction=0.2, monitor="val_loss"), seed=3, source="m.csv")
+    train_ids = set(frame.loc[frame["split"] == "train", "patient_id"])
+    assert sorted(p for plan in plans for p in plan.held_out) == sorted(train_ids)  # each held out once
+    y = frame.set_index("patient_id")["cs"]
+    for plan in plans:
+        assert set(plan.fit) | set(plan.stop) | set(plan.held_out) == train_ids
+        assert not set(plan.fit) & set(plan.stop) and not set(plan.trained_on) & set(plan.held_out)
+        assert set(y[plan.stop]) == {0, 1} and 2 <= y[plan.held_out].sum() <= 4  # stratified
+        relabelled = fold_samples([{"patient_id": p, "split": "train"} for p in frame["patient_id"]], plan)
+        assert {s["patient_id"] for s in relabelled if s["split"] == "val"} == set(plan.stop)
+        assert {s["patient_id"] for s in relabelled} == set(plan.trained_on)
+    again = crossfit_plan(frame, DeepCrossfitConfig(folds=4, inner_fraction=0.2, monitor="val_loss"), seed=3, source="m.csv")
+    assert [p.fit for p in again] == [p.fit for p in plans]  # seeded
+    with pytest.raises(ValueError, match=r"m\.csv: 12 training patient\(s\) of the minority outcome; deep.crossfit.folds=7"):
+        crossfit_plan(frame, DeepCrossfitConfig(folds=7, inner_fraction=0.2, monitor="val_loss"), seed=3, source="m.csv")
 
 
 def test_datamodule_trains_on_the_training_split_only():

@@ -17,6 +17,7 @@ import math
 from pathlib import Path
 
 import httpx
+import joblib
 import mlflow
 import numpy as np
 import pandas as pd
@@ -25,6 +26,8 @@ import SimpleITK as sitk
 from serving_helpers import compose_serving_config, importable_modules, requirement_closure, run_blocked, run_schemathesis
 
 from cagerisk.cohort.manifest import load_manifest
+from cagerisk.models.crossfit import read_deep_table
+from cagerisk.models.served import positive_proba
 from cagerisk.serving.bento import bentoml_environment, import_champion, serve
 from cagerisk.serving.errors import ScoringInputError
 
@@ -47,6 +50,9 @@ STAGE_OVERRIDES = [
     "deep.inputs=[t2_disc,t2_vertebra]",
     "deep.trainer.max_epochs=1",
     "deep.patience=1",
+    "deep.crossfit.folds=2",
+    # Each cross-fitted DL-sign pipeline sees half the 8 training patients: too few for LASSO's inner CV.
+    "sweep.selection_steps.dl=[impute]",
     "deep.preprocess_workers=0",
     "sweep.n_trials=3",
     "sweep.cv_folds=3",
@@ -174,6 +180,14 @@ def check_score_equals_the_mlflow_model(server, trained):
     assert abs(served["probability"] - expected["probability"]) <= 1e-6
     assert abs(served["rad_sign"] - expected["rad_sign"]) <= 1e-6 and abs(served["dl_sign"] - expected["dl_sign"]) <= 1e-6
     assert served["risk_class"] == expected["risk_class"] and served["patient_id"] == row["patient_id"]
+    # The images' DL-sign is the cross-fitted pipeline's on the deep stage's embeddings of the K fold networks
+    # and, for this test patient, the signatures stage's own value (the mean of the fold pipelines).
+    combined = joblib.load(Path(str(cfg.paths.models)) / "combined" / "model.joblib")
+    deep = read_deep_table(Path(str(cfg.paths.features)) / "deep.parquet").features
+    pipeline_dl = positive_proba(combined.dl_pipeline, deep.loc[[row["patient_id"]], combined.deep_features])[0]
+    assert abs(served["dl_sign"] - pipeline_dl) <= 1e-6
+    scores = pd.read_parquet(Path(str(cfg.paths.models)) / "signatures" / "scores.parquet").set_index("patient_id")
+    assert abs(served["dl_sign"] - scores.loc[row["patient_id"], "dl_sign"]) <= 1e-6
     assert served["model_version"] == result.version == imported["mlflow_version"]
     assert served["threshold"] == pytest.approx(model.unwrap_python_model().spec.threshold)
     # Images only: the bundle's T2 U-Net draws the mask, in the service as in the registered model: the
@@ -228,7 +242,7 @@ def check_score_features_batches_and_matches(server, trained):
     needed = meta["expected_inputs"]["features"]
     manifest = load_manifest(Path(str(cfg.paths.cohort)) / "manifest.csv").set_index("patient_id", drop=False)
     rad = pd.read_parquet(Path(str(cfg.paths.features)) / "radiomics.parquet").set_index("patient_id")
-    deep = pd.read_parquet(Path(str(cfg.paths.features)) / "deep.parquet").set_index("patient_id")
+    deep = read_deep_table(Path(str(cfg.paths.features)) / "deep.parquet").features  # one column set per fold model
     patients = list(manifest.index[:8])
 
     def item(pid: str) -> dict:

@@ -190,6 +190,22 @@ class DeepAugmentConfig:
 
 
 @dataclass
+class DeepCrossfitConfig:
+    """Cross-fitting of the ViT-3D over the training split (``deep.crossfit``)."""
+
+    folds: int
+    inner_fraction: float  # share of each fold model's training patients that chooses its epoch
+    monitor: str  # what chooses the epoch on the inner split: val_loss (min) or val_auc (max)
+
+    def __post_init__(self) -> None:
+        _choice("deep.crossfit", "monitor", self.monitor, ("val_loss", "val_auc"))
+        if self.folds < 2:
+            raise ConfigError(f"config deep.crossfit.folds: {self.folds}; at least 2")
+        if not 0.0 < self.inner_fraction < 0.5:
+            raise ConfigError(f"config deep.crossfit.inner_fraction: {self.inner_fraction}; expected in (0, 0.5)")
+
+
+@dataclass
 class DeepConfig:
     """The ViT-3D deep-radiomics stage (``conf/deep``)."""
 
@@ -210,6 +226,7 @@ class DeepConfig:
     imbalance: str
     augment: DeepAugmentConfig
     patience: int
+    crossfit: DeepCrossfitConfig
     bf16: bool
     compile: bool
     torch_threads: int | None

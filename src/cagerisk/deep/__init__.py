@@ -33,11 +33,17 @@ _EXPORTS: dict[str, str] = {
     "PretrainedLoadError": "cagerisk.deep.pretrained",
     "PretrainedReport": "cagerisk.deep.pretrained",
     "load_pretrained": "cagerisk.deep.pretrained",
+    "FoldPlan": "cagerisk.deep.finetune",
     "build_network": "cagerisk.deep.finetune",
+    "crossfit_plan": "cagerisk.deep.finetune",
     "deep_inputs": "cagerisk.deep.finetune",
     "embed_cohort": "cagerisk.deep.finetune",
     "fine_tune": "cagerisk.deep.finetune",
+    "fold_samples": "cagerisk.deep.finetune",
     "preprocess_inputs": "cagerisk.deep.finetune",
+    "FOLD_COLUMN": "cagerisk.deep.table",
+    "SEEN_COLUMN": "cagerisk.deep.table",
+    "fold_column": "cagerisk.deep.table",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

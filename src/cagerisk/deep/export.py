@@ -1,8 +1,11 @@
 """Deep-feature export: pooled penultimate embeddings per (patient, sequence, ROI), and scoring-time use.
 
-The table has one row per patient (``patient_id``) and columns ``{sequence}_{roi}_dl_{k}``; a patient
-missing an input has NaN in that input's columns. ``DeepEmbedder`` loads the saved bundle and embeds
-a new patient's volumes with the very preprocessing used for training.
+``embedding_table`` has one row per patient (``patient_id``) and columns ``{sequence}_{roi}_dl_{k}``; a
+patient missing an input has NaN in that input's columns. The bundle holds the K cross-fitted fold
+networks (``cagerisk-deep-2``) and the patients each was trained on; ``DeepEmbedder`` loads it and embeds a
+new patient's volumes with every fold network, with the very preprocessing used for training, into the
+columns ``{sequence}_{roi}_dl_{k}_f{j}`` the DL-sign reads (a ``cagerisk-deep-1`` bundle of one network
+gives the plain columns).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from cagerisk.atomic import load_torch_bundle, save_torch_bundle
 from cagerisk.cohort.schema import ID
 from cagerisk.deep.model import DeepRadiomicsNet, build_deep_net, input_key
 from cagerisk.deep.preprocess import PreprocessSettings, preprocess_volume
+from cagerisk.deep.table import fold_column
 
 __all__ = [
     "DeepBundle",
@@ -34,7 +38,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-BUNDLE_FORMAT = "cagerisk-deep-1"
+BUNDLE_FORMAT = "cagerisk-deep-2"
+SINGLE_NETWORK_FORMAT = "cagerisk-deep-1"  # one network, plain columns: bundles made before cross-fitting
 
 
 def feature_columns(inputs: Sequence[tuple[str, str]], embed_dim: int) -> list[str]:
@@ -74,41 +79,76 @@ def embedding_table(
 
 @dataclass
 class DeepBundle:
-    """What scoring needs: network config and weights, the inputs' order and the preprocessing."""
+    """What scoring needs: network config, the fold networks' weights, the inputs' order and the preprocessing.
+
+    ``state_dicts[j]`` is fold network j; ``trained_on[j]`` the patients whose labels it was fitted on (its
+    training part and its inner early-stopping part). ``crossfit`` false: one network (a
+    ``cagerisk-deep-1`` bundle), whose features keep the plain column names.
+    """
 
     deep_cfg: dict[str, Any]  # backbone `_target_` node and head
     inputs: list[list[str]]
-    state_dict: dict[str, torch.Tensor]
+    state_dicts: list[dict[str, torch.Tensor]]
     input_size: int
     margin_mm: float
+    trained_on: list[list[str]] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
+    crossfit: bool = True
 
-    def build(self) -> DeepRadiomicsNet:
+    @property
+    def n_folds(self) -> int:
+        return len(self.state_dicts)
+
+    def build(self, fold: int = 0) -> DeepRadiomicsNet:
         net = build_deep_net(self.deep_cfg, [tuple(p) for p in self.inputs])
-        net.load_state_dict(self.state_dict)
+        net.load_state_dict(self.state_dicts[fold])
         return net.eval()
+
+    @property
+    def embed_dim(self) -> int:
+        return int((self.deep_cfg.get("head") or {}).get("embed_dim", 16))
+
+    def columns(self) -> list[str]:
+        """The feature columns the bundle's networks give, fold by fold."""
+        base = feature_columns([tuple(p) for p in self.inputs], self.embed_dim)
+        if not self.crossfit:
+            return base
+        return [fold_column(c, j) for j in range(self.n_folds) for c in base]
 
 
 def save_deep_bundle(bundle: DeepBundle, path: str | Path) -> Path:
-    return save_torch_bundle(asdict(bundle), BUNDLE_FORMAT, path)
+    fields = asdict(bundle)
+    fields.pop("crossfit")
+    return save_torch_bundle(fields, BUNDLE_FORMAT, path)
 
 
 def load_deep_bundle(path: str | Path) -> DeepBundle:
-    return DeepBundle(**load_torch_bundle(path, BUNDLE_FORMAT, "deep model", "cagerisk deep"))
+    try:
+        return DeepBundle(**load_torch_bundle(path, BUNDLE_FORMAT, "deep model", "cagerisk deep"))
+    except ValueError as err:
+        try:
+            fields = load_torch_bundle(path, SINGLE_NETWORK_FORMAT, "deep model", "cagerisk deep")
+        except ValueError:
+            raise err from None
+    fields["state_dicts"] = [fields.pop("state_dict")]
+    return DeepBundle(**fields, crossfit=False)
 
 
 class DeepEmbedder:
-    """The trained ViT-3D as a feature extractor for one new patient.
+    """The trained fold networks of the ViT-3D as a feature extractor for one new patient.
 
     ``embed({"ct": (ct_image, ct_mask), "t2": (t2_image, t2_mask), ...}, "L4-L5")`` returns the
-    ``{sequence}_{roi}_dl_{k}`` features; images and masks are paths or in-memory volumes (SimpleITK,
-    nibabel, (array, RAS affine) or MetaTensor). Sequences not given yield NaN features.
+    ``{sequence}_{roi}_dl_{k}_f{j}`` features of every fold network j (plain ``{sequence}_{roi}_dl_{k}``
+    for a single-network bundle); images and masks are paths or in-memory volumes (SimpleITK, nibabel,
+    (array, RAS affine) or MetaTensor). The volumes are preprocessed once. Sequences not given yield NaN
+    features.
     """
 
     def __init__(self, bundle: DeepBundle, device: str = "cpu") -> None:
         self.bundle = bundle
         self.device = device
-        self.net = bundle.build().to(device)
+        self.nets = [bundle.build(j).to(device) for j in range(bundle.n_folds)]
+        self.net = self.nets[0]
         self.inputs = [tuple(p) for p in bundle.inputs]
         self.settings = PreprocessSettings(int(bundle.input_size), float(bundle.margin_mm))
 
@@ -118,7 +158,7 @@ class DeepEmbedder:
 
     @property
     def columns(self) -> list[str]:
-        return feature_columns(self.inputs, self.net.embed_dim)
+        return self.bundle.columns()
 
     def embed(self, volumes: Mapping[str, tuple[Any, Any]], fused_levels: str, patient_id: str = "new") -> dict[str, float]:
         samples = []
@@ -137,8 +177,11 @@ class DeepEmbedder:
                         "roi": roi,
                     }
                 )
-        embeddings = embed_samples(self.net, samples, device=self.device) if samples else np.zeros((0, self.net.embed_dim))
-        table = embedding_table(samples, embeddings, self.inputs, [patient_id]) if samples else None
-        if table is None:
+        if not samples:
             return dict.fromkeys(self.columns, float("nan"))
-        return {k: float(v) for k, v in table.drop(columns=[ID]).iloc[0].items()}
+        features: dict[str, float] = {}
+        for fold, net in enumerate(self.nets):
+            table = embedding_table(samples, embed_samples(net, samples, device=self.device), self.inputs, [patient_id])
+            for k, v in table.drop(columns=[ID]).iloc[0].items():
+                features[fold_column(k, fold) if self.bundle.crossfit else k] = float(v)
+        return features

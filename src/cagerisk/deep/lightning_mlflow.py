@@ -33,8 +33,9 @@ class ActiveRunMLFlowLogger(MLFlowLogger):
         return None
 
 
-def active_run_logger(run: mlflow.ActiveRun | None) -> ActiveRunMLFlowLogger | bool:
-    """The logger for the stage's run, or ``False`` (no logger) when tracking is disabled."""
+def active_run_logger(run: mlflow.ActiveRun | None, prefix: str = "") -> ActiveRunMLFlowLogger | bool:
+    """The logger for the stage's run, or ``False`` (no logger) when tracking is disabled; ``prefix`` goes
+    before every metric key (``fold0`` -> ``fold0-val_auc``)."""
     if run is None:
         return False
     # log_model=False: Lightning's checkpoint upload breaks on MLflow 3; stages log models explicitly.
@@ -43,6 +44,7 @@ def active_run_logger(run: mlflow.ActiveRun | None) -> ActiveRunMLFlowLogger | b
         tracking_uri=mlflow.get_tracking_uri(),
         run_id=run.info.run_id,
         log_model=False,
+        prefix=prefix,
     )
 
 

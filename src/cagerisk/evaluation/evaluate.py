@@ -276,6 +276,54 @@ def acceptance_check(scores: pd.DataFrame, truth: pd.DataFrame | None, ratio_nee
     }
 
 
+def headline_figures(
+    scores: pd.DataFrame, delong: pd.DataFrame, calib: pd.DataFrame, acceptance: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The figures that say whether the signatures' inputs are honest and the combined model earns its place:
+    DL-sign's out-of-fold training AUC minus its validation AUC (a large gap = in-sample training scores),
+    the combined model against each other model on the held-out patients (val + test, DeLong p),
+    combined / oracle AUC (synthetic cohorts) and the combined model's calibration slope on test."""
+    y = scores[OUTCOME].to_numpy(dtype=int)
+    masks = split_masks(scores)
+    out: dict[str, Any] = {}
+    aucs = {}
+    for split in ("train", "val"):
+        if len(np.unique(y[masks[split]])) == 2:
+            aucs[split] = float(roc_auc_score(y[masks[split]], scores.loc[masks[split], "dl_sign"]))
+    if len(aucs) == 2:
+        out["dl_sign_oof_train_auc"], out["dl_sign_val_auc"] = aucs["train"], aucs["val"]
+        out["dl_sign_oof_minus_val_auc"] = aucs["train"] - aucs["val"]
+    if len(delong):
+        held = delong[delong["split"] == "val+test"]
+        out["heldout_combined_vs"] = {
+            str(row.comparison).removeprefix("Combined vs "): _clean(
+                {"auc_combined": row.auc_combined, "auc_other": row.auc_other, "delong_p": row.p_value}
+            )
+            for row in held.itertuples()
+        }
+    if acceptance:
+        out["combined_over_oracle"] = acceptance["ratio"]
+    test = calib[(calib["key"] == "combined") & (calib["split"] == "test")] if len(calib) else calib
+    if len(test):
+        out["combined_test_calibration_slope"] = _clean({"slope": test["cal_slope"].iloc[0]})["slope"]
+    return out
+
+
+def headline_text(headline: Mapping[str, Any]) -> str:
+    """One log line of :func:`headline_figures`."""
+
+    def f(value: Any) -> str:
+        return "n/a" if value is None or not np.isfinite(value) else f"{value:.3f}"
+
+    parts = [f"DL-sign OOF train - val AUC {f(headline.get('dl_sign_oof_minus_val_auc'))}"]
+    for name, row in headline.get("heldout_combined_vs", {}).items():
+        combined, other, p = (f(row.get(k)) for k in ("auc_combined", "auc_other", "delong_p"))
+        parts.append(f"held-out combined {combined} vs {name} {other} (DeLong p {p})")
+    parts.append(f"combined/oracle {f(headline.get('combined_over_oracle'))}")
+    parts.append(f"test calibration slope {f(headline.get('combined_test_calibration_slope'))}")
+    return "; ".join(parts)
+
+
 def evaluate(
     scores: pd.DataFrame,
     model: EvaluatedModel,
@@ -315,6 +363,8 @@ def evaluate(
             acceptance["beats_rad"],
             acceptance["beats_dl"],
         )
+    headline = headline_figures(scores, delong, calib, acceptance)
+    log.info("%s", headline_text(headline))
     result.tables = {
         "table2_performance": result.performance,
         "delong": delong,
@@ -328,6 +378,7 @@ def evaluate(
     result.metrics = _metrics_json(
         model.threshold, thresholds, result.performance, delong, calib, readers_frame, kappa, acceptance
     )
+    result.metrics["headline"] = headline
     result.html = _report_html(scores, model.threshold, settings, context, result, acceptance)
     return result
 
@@ -343,13 +394,16 @@ def _lasso_figures(model: EvaluatedModel, figures: dict[str, Figure]) -> pd.Data
     """Figure 1 (the LASSO of each signature, when it has one); returns the selection table of both."""
     selection_rows = []
     for name, pipeline in (("rad", model.rad_pipeline), ("dl", model.dl_pipeline)):
-        found = lasso_of(pipeline)
+        # A cross-fitted DL-sign is K fold pipelines: one selection report each, no single LASSO path.
+        folds = getattr(pipeline, "pipelines", None)
+        found = lasso_of(pipeline) if folds is None else None
         if found is not None and hasattr(found[0], "coef_path_"):
             title = f"{LABELS[name + '_sign']}: LASSO on the training split"
             _figure(figures, f"fig1_lasso_{name}.png", plot_lasso(*found, title=title))
-        report = selection_report(pipeline)
-        report.insert(0, "signature", LABELS[f"{name}_sign"])
-        selection_rows.append(report)
+        for fold, part in enumerate(folds or [pipeline]):
+            report = selection_report(part)
+            report.insert(0, "signature", LABELS[f"{name}_sign"] + (f" (fold model {fold})" if folds else ""))
+            selection_rows.append(report)
     return pd.concat(selection_rows, ignore_index=True)
 
 
@@ -387,7 +441,10 @@ def _importance(
     )
     importance_tables = {
         "Rad-sign (LASSO)": selected_features_table(model.rad_pipeline),
-        "DL-sign (LASSO)": selected_features_table(model.dl_pipeline),
+        "DL-sign (LASSO)": pd.concat(
+            [selected_features_table(p) for p in getattr(model.dl_pipeline, "pipelines", [model.dl_pipeline])],
+            ignore_index=True,
+        ),
         "Combined (permutation, held-out)": permutation,
     }
     importance_columns = {

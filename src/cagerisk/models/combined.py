@@ -94,6 +94,17 @@ def _clinical_analysis(config: ModelConfig, train_rows: pd.DataFrame, y_train: n
     return analysis
 
 
+def _check_out_of_fold(signatures: pd.DataFrame, train: np.ndarray) -> None:
+    """Every training patient's signature value must come from a model that never saw its label: a
+    cross-fitted DL-sign names the fold model behind each value (``dl_sign_fold``; -1 = the mean of all
+    fold models, which include the ones trained on the patient: right for new patients only)."""
+    if "dl_sign_fold" not in signatures.columns:
+        return
+    bad = signatures.index[train & (signatures["dl_sign_fold"].to_numpy() < 0)].tolist()
+    if bad:
+        raise InputError(f"training patient(s) whose DL-sign is not out-of-fold: {bad[:10]} (rerun `cagerisk signatures`)")
+
+
 def _fit_target(config: ModelConfig, target: str, X: pd.DataFrame, y: np.ndarray, steps, on_trial) -> SearchResult:
     return search_classifier(target, X, y, steps, target_zoo(config, target), search_settings(config), on_trial=on_trial)
 
@@ -122,6 +133,7 @@ def fit_combined(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     train = (cohort["split"] == "train").to_numpy()
     y = cohort[OUTCOME].to_numpy(dtype=int)
+    _check_out_of_fold(signatures, train)
     analysis = _clinical_analysis(config, cohort.loc[train], y[train])
     clinical_vars = clinical_model_variables(analysis)
     X_clin = cohort[clinical_vars]

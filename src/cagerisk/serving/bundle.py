@@ -76,6 +76,7 @@ def combined_model_path(models_dir: str | Path) -> Path:
 
 def read_training_tables(cohort_dir: str | Path, features_dir: str | Path) -> TrainingTables:
     """The manifest (``paths.cohort``) and the radiomics and deep tables (``paths.features``) the model was trained on."""
+    from cagerisk.models.crossfit import read_deep_table
     from cagerisk.models.data import read_feature_table, read_manifest
 
     files = {
@@ -89,7 +90,7 @@ def read_training_tables(cohort_dir: str | Path, features_dir: str | Path) -> Tr
     return TrainingTables(
         manifest=read_manifest(files["manifest"]),
         radiomics=read_feature_table(files["radiomics"], "radiomics table"),
-        deep=read_feature_table(files["deep"], "deep table"),
+        deep=read_deep_table(files["deep"], "deep table").features,  # cross-fitted: one column set per fold model
         files=files,
     )
 
@@ -200,7 +201,7 @@ def _required_inputs(combined: Any, tables: TrainingTables) -> tuple[list[str], 
     rad_required = serving_inputs(
         combined.rad_pipeline, tables.radiomics.loc[reference].reindex(columns=combined.radiomics_features)
     )
-    deep_required = serving_inputs(combined.dl_pipeline, tables.deep.loc[reference].reindex(columns=combined.deep_features))
+    deep_required = _deep_serving_inputs(combined.dl_pipeline, tables.deep.loc[reference].reindex(columns=combined.deep_features))
     radiomics_rois = [list(group) for group in feature_groups(rad_required)]
     if len(sum(feature_groups(rad_required).values(), [])) != len(rad_required):
         raise BundleError("some radiomics features are not named {sequence}_{roi}_{image_type}_{class}_{feature}")
@@ -215,6 +216,15 @@ def _required_inputs(combined: Any, tables: TrainingTables) -> tuple[list[str], 
         len(deep_rois),
     )
     return rad_required, deep_required, radiomics_rois, deep_rois
+
+
+def _deep_serving_inputs(pipeline: Any, X: pd.DataFrame) -> list[str]:
+    """:func:`serving_inputs` of the DL-sign; of a cross-fitted one, the union of its fold pipelines'."""
+    folds = getattr(pipeline, "pipelines", None)
+    if folds is None:
+        return serving_inputs(pipeline, X)
+    needed = {c for p, cols in zip(folds, pipeline.fold_columns, strict=True) for c in serving_inputs(p, X[cols])}
+    return [str(c) for c in pipeline.feature_names_in_ if c in needed]
 
 
 def _copy_networks(
@@ -265,11 +275,9 @@ def _copy_mri_segmenters(out: Path, sources: BundleSources, sequences: set[str],
 
 
 def _check_deep_bundle(path: Path, required: Sequence[str]) -> None:
-    from cagerisk.deep.export import feature_columns, load_deep_bundle
+    from cagerisk.deep.export import load_deep_bundle
 
-    bundle = load_deep_bundle(path)
-    embed_dim = int((bundle.deep_cfg.get("head") or {}).get("embed_dim", 16))
-    columns = set(feature_columns([tuple(p) for p in bundle.inputs], embed_dim))
+    columns = set(load_deep_bundle(path).columns())
     unknown = [c for c in required if c not in columns]
     if unknown:
         raise BundleError(

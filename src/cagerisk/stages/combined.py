@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from cagerisk.atomic import write_frame_atomic, write_joblib_atomic, write_text_atomic
 from cagerisk.config.modelling import model_config
 from cagerisk.models.combined import CombinedResult, check_serving_consistency, fit_combined, read_signature_outputs
+from cagerisk.models.crossfit import read_deep_table
 from cagerisk.models.data import read_feature_table, read_manifest
 from cagerisk.models.served import MODEL_FILE
 from cagerisk.tracking import stage_run
@@ -71,7 +72,7 @@ def run_combined_stage(cfg: DictConfig) -> dict[str, Any]:
         result = fit_combined(config, cohort, signatures, pipelines, cfg.cohort.name, on_trial)
         if result.fitted:
             radiomics = read_feature_table(features / "radiomics.parquet", "radiomics table")
-            deep = read_feature_table(features / "deep.parquet", "deep table")
+            deep = read_deep_table(features / "deep.parquet", "deep table").features
             check_serving_consistency(result, cohort, signatures, radiomics, deep)
         write_combined(result, out)
         if run is not None:

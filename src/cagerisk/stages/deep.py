@@ -1,12 +1,14 @@
-"""`cagerisk deep`: fine-tune the ViT-3D on the training split, export embeddings for every patient.
+"""`cagerisk deep`: cross-fitted ViT-3D fine-tuning over the training split, embeddings of every patient.
 
 Reads ``deep.manifest`` (by default the segment stage's manifest, so CT inputs are cropped with the
-mask the segment stage chose - the U-Net's, as at scoring time). Writes
+mask the segment stage chose - the U-Net's, as at scoring time). Trains one ViT-3D per fold of the
+training split (``deep.crossfit``) and writes
 
-- ``{paths.features}/deep.parquet``: ``patient_id`` + ``{sequence}_{roi}_dl_{k}`` for every patient;
-- ``deep.model_path``: the bundle ``DeepEmbedder`` loads at scoring time;
-- ``deep.checkpoint_dir``: Lightning checkpoints (``last.ckpt`` resumes with ``deep.resume=last``);
-- ``{paths.features}/deep_metrics.json``: AUCs of the network's own CS head (a DVC metrics file).
+- ``{paths.features}/deep.parquet``: one row per (patient, fold model): ``patient_id``, ``fold_model``,
+  ``label_seen`` + ``{sequence}_{roi}_dl_{k}`` (what the DL-sign is fitted on, and for analysis);
+- ``deep.model_path``: the bundle of the K fold networks ``DeepEmbedder`` loads at scoring time;
+- ``deep.checkpoint_dir/fold{j}``: Lightning checkpoints (``last.ckpt`` resumes with ``deep.resume=last``);
+- ``{paths.features}/deep_metrics.json``: AUCs of the fold networks' own CS heads (a DVC metrics file).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from cagerisk.cohort.manifest import load_manifest
 from cagerisk.config import typed
 from cagerisk.config.pipeline import DeepConfig, PathsConfig
 from cagerisk.deep.export import save_deep_bundle
-from cagerisk.deep.finetune import DeepEmbeddings, build_network, embed_cohort, fine_tune, preprocess_inputs
+from cagerisk.deep.finetune import DeepEmbeddings, build_network, crossfit_plan, embed_cohort, fine_tune, preprocess_inputs
 from cagerisk.deep.lightning_mlflow import active_run_logger, log_torch_model
 from cagerisk.deep.pretrained import PretrainedReport
 from cagerisk.tracking import stage_run
@@ -53,34 +55,46 @@ def log_pretrained(report: PretrainedReport) -> None:
 
 
 def run_deep_stage(cfg: DictConfig) -> float:
-    """Train, export; returns the validation AUC of the best epoch (what a sweep would maximise)."""
+    """Train the fold models, export; returns the heads' out-of-fold training AUC (training evidence only:
+    what a sweep may maximise without touching the validation split)."""
+    import torch
+
     config = typed(cfg.deep, DeepConfig, "deep")
     features_dir = Path(typed(cfg.paths, PathsConfig, "paths").features)
     frame = load_manifest(config.manifest)
     if "split" not in frame.columns:
         raise ValueError(f"manifest {config.manifest}: no split column")
+    plans = crossfit_plan(frame, config.crossfit, cfg.seed, config.manifest)
     seed_training(cfg.seed, config.torch_threads)
     with stage_run(cfg, "deep") as run:
         cpu_started = time.process_time()
         data = preprocess_inputs(frame, config)
-        net, report = build_network(config, data.inputs)
-        if run is not None and report is not None:
-            log_pretrained(report)
-        training = fine_tune(net, data, config, cfg.seed, active_run_logger(run), config.manifest)
-        embeddings = embed_cohort(training, data, frame, config)
+        trainings = []
+        for plan in plans:
+            # Each fold starts from its own seed: a fold's network does not depend on the folds before it.
+            seed_training(cfg.seed + plan.fold, config.torch_threads)
+            net, report = build_network(config, data.inputs)
+            if run is not None and report is not None and plan.fold == 0:
+                log_pretrained(report)
+            logger = active_run_logger(run, prefix=f"fold{plan.fold}")
+            trainings.append(fine_tune(net, data, config, cfg.seed, logger, config.manifest, plan))
+        embeddings = embed_cohort(trainings, data, frame, config)
         metrics = embeddings.metrics
         metrics["cpu_seconds"] = time.process_time() - cpu_started  # the bundle's metrics are this dict too
         write_deep_outputs(embeddings, features_dir, config.model_path)
         if run is not None:
             mlflow.log_metrics({f"final_{k}" if k == "val_auc" else k: v for k, v in metrics.items()})
-            log_torch_model(training.net, "vit3d", config.model_path)
+            log_torch_model(torch.nn.ModuleList([t.net for t in trainings]), "vit3d", config.model_path)
         log.info(
-            "deep stage: %d inputs, %d features; ViT head AUC val %.3f; %.0f s preprocessing, %.0f s training (wall), %.0f s CPU",
+            "deep stage: %d inputs, %d fold models, %d features each; ViT heads' AUC out-of-fold %.3f, val %.3f; "
+            "%.0f s preprocessing, %.0f s training (wall), %.0f s CPU",
             len(data.samples),
-            embeddings.table.shape[1] - 1,
+            len(trainings),
+            int(metrics["n_features"]),
+            metrics.get("oof_auc", float("nan")),
             metrics.get("val_auc", float("nan")),
             data.seconds,
-            training.seconds,
+            metrics["train_seconds"],
             metrics["cpu_seconds"],
         )
-    return float(metrics.get("val_auc", float("nan")))
+    return float(metrics.get("oof_auc", float("nan")))

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from cagerisk.atomic import write_frame_atomic, write_joblib_atomic, write_text_atomic
 from cagerisk.config.modelling import model_config
+from cagerisk.models.crossfit import read_deep_table
 from cagerisk.models.data import read_feature_table, read_manifest
 from cagerisk.models.signatures import SCORES_FILE, SIGNATURES, SignaturesResult, fit_signatures
 from cagerisk.tracking import stage_run
@@ -69,12 +70,20 @@ def run_signatures_stage(cfg: DictConfig) -> dict[str, Any]:
     config = model_config(cfg)
     out = Path(cfg.paths.models) / "signatures"
     manifest = read_manifest(Path(cfg.paths.cohort) / "manifest.csv")
-    tables = {
-        kind.target: read_feature_table(Path(cfg.paths.features) / kind.table, f"{kind.feature_kind} table")
-        for kind in SIGNATURES
-    }
+    tables, label_seen = {}, {}
+    for kind in SIGNATURES:
+        path, name = Path(cfg.paths.features) / kind.table, f"{kind.feature_kind} table"
+        if kind.feature_kind == "deep":
+            # The deep stage's table is cross-fitted (one row per patient and fold model); a plain one is
+            # a table made elsewhere, fitted like the radiomics table.
+            deep = read_deep_table(path, name)
+            tables[kind.target] = deep.features
+            if deep.crossfitted:
+                label_seen[kind.target] = deep.label_seen
+        else:
+            tables[kind.target] = read_feature_table(path, name)
     with stage_run(cfg, "signatures") as run:
-        result = fit_signatures(config, manifest, tables, on_trial=log_trial if run is not None else None)
+        result = fit_signatures(config, manifest, tables, on_trial=log_trial if run is not None else None, label_seen=label_seen)
         write_signatures(result, out)
         if run is not None:
             log_signatures(result, out)
