@@ -19,6 +19,7 @@ from sklearn.metrics import roc_auc_score
 from synthetic_cohort import compose_config, make_synthetic_cohort, tiny_overrides
 
 from cagerisk.deep import FOLD_COLUMN, SEEN_COLUMN
+from cagerisk.models.compiled import compile_pipeline
 from cagerisk.models.crossfit import CrossFittedSignature, read_deep_table
 from cagerisk.models.served import positive_proba
 from cagerisk.stages.combined import run_combined_stage
@@ -126,6 +127,7 @@ def test_served_dl_sign_is_the_pipelines(crossfitted, tmp_path):
     assert all(c.rsplit("_", 1)[1] in {f"f{j}" for j in range(K)} for c in spec.deep_features)
     served = CageRiskModel()
     served.load_bundle(tmp_path / "bundle")
+    assert served.compiled is not None  # the numpy path takes the K fold pipelines too (checked at load)
     scores = pd.read_parquet(root / "models" / "signatures" / "scores.parquet").set_index("patient_id")
     held = scores.index[scores["split"] != "train"][:12].tolist()
     out = served.score(feature_rows(spec, tables, held))
@@ -133,6 +135,9 @@ def test_served_dl_sign_is_the_pipelines(crossfitted, tmp_path):
     # Value arrays in the pipeline's column order score as the named table does.
     X = tables.deep.loc[held, combined.deep_features]
     np.testing.assert_allclose(positive_proba(combined.dl_pipeline, X.to_numpy()), positive_proba(combined.dl_pipeline, X))
+    compiled = compile_pipeline(combined.dl_pipeline)
+    np.testing.assert_allclose(compiled.positive_proba(X.to_numpy()), positive_proba(combined.dl_pipeline, X), rtol=0, atol=1e-12)
+    assert compiled.positive_proba(X.to_numpy()[:, :-1]) is None  # a wrong width is scikit-learn's to refuse
 
 
 def test_a_plain_deep_table_keeps_the_single_pipeline(tmp_path):

@@ -498,10 +498,37 @@ def _length(columns: Mapping[str, Any]) -> int:
     return lengths.pop()
 
 
-def compile_pipeline(pipeline: Any) -> CompiledPipeline | None:
-    """The compiled form of a fitted pipeline, or None when a step is of a kind this module cannot
-    place. It reads the fitted attributes once: compile again after a refit."""
+class CompiledCrossFit:
+    """A cross-fitted signature (:class:`cagerisk.models.crossfit.CrossFittedSignature`: K fold pipelines,
+    P(CS) = the mean of theirs) with every fold pipeline compiled. It takes a 2-D array whose columns are
+    the folds' columns one after the other (the signature's ``feature_names_in_``), as that class does."""
+
+    def __init__(self, signature: Any) -> None:
+        self.classes = [0, 1]
+        self.widths = [len(cols) for cols in signature.fold_columns]
+        self.folds = [CompiledPipeline(p) for p in signature.pipelines]
+
+    def predict_proba(self, X: Any) -> Array | None:
+        if not isinstance(X, np.ndarray) or X.ndim != 2 or X.shape[1] != sum(self.widths) or X.dtype.kind not in "fiu":
+            return None
+        parts = np.split(X.astype(np.float64, copy=False), np.cumsum(self.widths)[:-1], axis=1)
+        probs = [fold.positive_proba(part) for fold, part in zip(self.folds, parts, strict=True)]
+        if any(p is None for p in probs):
+            return None
+        mean = np.column_stack(probs).mean(axis=1)
+        return np.column_stack([1.0 - mean, mean])
+
+    def positive_proba(self, X: Any) -> Array | None:
+        proba = self.predict_proba(X)
+        return None if proba is None else proba[:, 1]
+
+
+def compile_pipeline(pipeline: Any) -> CompiledPipeline | CompiledCrossFit | None:
+    """The compiled form of a fitted pipeline (or cross-fitted signature), or None when a step is of a
+    kind this module cannot place. It reads the fitted attributes once: compile again after a refit."""
     try:
+        if _kind(pipeline) == "cagerisk.models.crossfit.CrossFittedSignature":
+            return CompiledCrossFit(pipeline)
         return CompiledPipeline(pipeline)
     except (Unsupported, AttributeError, TypeError, ValueError, IndexError):
         return None
