@@ -32,7 +32,7 @@ from cagerisk.cohort.manifest import load_manifest
 from cagerisk.cohort.schema import ID
 from cagerisk.config import typed
 from cagerisk.config.pipeline import PathsConfig, SegmentConfig
-from cagerisk.deep.lightning_mlflow import ActiveRunMLFlowLogger, log_torch_model
+from cagerisk.deep.lightning_mlflow import active_run_logger, log_torch_model
 from cagerisk.imaging.io import write_image
 from cagerisk.segment.manifest import MANUAL, mask_sources, predicted_column, source_column, write_segment_manifest
 from cagerisk.segment.model import save_bundle
@@ -102,19 +102,6 @@ def report_markdown(metrics: dict[str, float], sequences: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _sequence_logger(run: mlflow.ActiveRun | None, sequence: str) -> ActiveRunMLFlowLogger | bool:
-    """The stage run's Lightning logger with the sequence as prefix (``t2-train_loss``): five U-Nets, one run."""
-    if run is None:
-        return False
-    return ActiveRunMLFlowLogger(
-        experiment_name=mlflow.get_experiment(run.info.experiment_id).name,
-        tracking_uri=mlflow.get_tracking_uri(),
-        run_id=run.info.run_id,
-        log_model=False,
-        prefix=sequence,
-    )
-
-
 def run_segment_stage(cfg: DictConfig) -> float:
     """Train, segment all, score, per sequence; returns the mean test Dice over the sequences' means
     (validation when there is no test split)."""
@@ -133,7 +120,7 @@ def run_segment_stage(cfg: DictConfig) -> float:
         for seq in sequences:
             seq_config = configs[seq]
             seed_training(cfg.seed, seq_config.torch_threads)
-            trained = train_segmenter(*inputs[seq], seq_config, cfg.seed, _sequence_logger(run, seq), seq)
+            trained = train_segmenter(*inputs[seq], seq_config, cfg.seed, active_run_logger(run, prefix=seq), seq)
             outputs = segment_and_write(trained, frame, seq_config, out_dir)
             all_scores.append(outputs.scores)
             metrics.update(trained.bundle.metrics)
