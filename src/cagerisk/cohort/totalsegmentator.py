@@ -31,7 +31,6 @@ import numpy as np
 import SimpleITK as sitk
 
 from cagerisk.cohort.schema import LABEL_NAMES, LABELS, SEQUENCE_STRUCTURES, SEQUENCES, VERTEBRAE
-from cagerisk.config import ConfigError
 from cagerisk.imaging.io import ImageReadError, read_image, same_geometry
 
 # TotalSegmentator class id of every class cagerisk maps, per task (from its map_to_binary.class_map),
@@ -106,6 +105,10 @@ def label_tasks(labels: str | Mapping[str, str]) -> dict[str, str | None]:
     cagerisk's labels); a value is ``cagerisk``, ``totalsegmentator`` (the sequence's task in
     :data:`DEFAULT_TASKS`) or a task name (``total``, ``total_mr``, ``vertebrae_mr``).
     """
+    # Imported here, not at the top: cohort.manifest imports this module, and the served model reaches
+    # cohort.schema through the cohort package, which must not pull omegaconf into its requirements.
+    from cagerisk.config import ConfigError
+
     per_sequence = dict(labels) if isinstance(labels, Mapping) else dict.fromkeys(SEQUENCES, labels)
     unknown = sorted(set(per_sequence) - set(SEQUENCES))
     if unknown:
