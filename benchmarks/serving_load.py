@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from cagerisk.cohort.manifest import load_manifest  # noqa: E402
 from cagerisk.cohort.schema import CLINICAL_NAMES  # noqa: E402
+from cagerisk.models.crossfit import read_deep_table  # noqa: E402
 from cagerisk.serving.bento import bentoml_environment, free_port, serve, stop  # noqa: E402
 
 
@@ -181,7 +182,8 @@ def main() -> None:
     data = Path(args.data)
     manifest = load_manifest(data / "cohort" / "manifest.csv").set_index("patient_id", drop=False)
     rad = pd.read_parquet(data / "features" / "radiomics.parquet").set_index("patient_id")
-    deep = pd.read_parquet(data / "features" / "deep.parquet").set_index("patient_id")
+    # the deep stage's table as the models read it: wide, one column set per cross-fitted fold model
+    deep = read_deep_table(data / "features" / "deep.parquet").features
     patients = [p for p in manifest.index if p in rad.index and p in deep.index]
 
     def plain(v):
