@@ -6,7 +6,9 @@ the voxels; arrays are taken out only where a computation needs them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -98,6 +100,45 @@ def same_geometry(a: sitk.Image, b: sitk.Image, tolerance: float = 1e-3) -> tupl
         if not np.allclose(va, vb, atol=tolerance, rtol=tolerance):
             return False, f"{name} {tuple(round(v, 4) for v in vb)} != {tuple(round(v, 4) for v in va)}"
     return True, ""
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """Size, spacing, origin and direction of an image file, read without its voxels."""
+
+    size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+
+    # The accessors of sitk.Image, so that same_geometry takes a header too.
+    def GetSize(self) -> tuple[int, ...]:  # noqa: N802 - SimpleITK's names
+        return self.size
+
+    def GetSpacing(self) -> tuple[float, ...]:  # noqa: N802
+        return self.spacing
+
+    def GetOrigin(self) -> tuple[float, ...]:  # noqa: N802
+        return self.origin
+
+    def GetDirection(self) -> tuple[float, ...]:  # noqa: N802
+        return self.direction
+
+    @classmethod
+    def of(cls, image: Any) -> ImageHeader:
+        return cls(image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection())
+
+
+def read_image_header(path: str) -> ImageHeader:
+    """The geometry of an image file; a DICOM folder or a file SimpleITK's header reader refuses is read whole
+    by ``read_image``, whose errors name the file."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return ImageHeader.of(read_image(path))
+    return ImageHeader(reader.GetSize(), reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
 
 
 def write_dicom_series(image: sitk.Image, folder: str | Path, series_uid: str = "1.2.826.0.1.3680043.8.498.1") -> Path:

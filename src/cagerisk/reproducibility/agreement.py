@@ -24,7 +24,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from cagerisk.cohort import schema
-from cagerisk.imaging.io import ImageReadError, read_image, same_geometry
+from cagerisk.imaging.io import ImageReadError, read_image, read_image_header, same_geometry
 from cagerisk.imaging.masks import EmptyRoiError, binary_roi_mask
 
 log = logging.getLogger(__name__)
@@ -86,45 +86,6 @@ def mask_agreement(mask_r1: sitk.Image, mask_r2: sitk.Image) -> dict[str, float]
         "volume_r2_ml": v2,
         "volume_difference_pct": 100.0 * (v2 - v1) / v1 if v1 > 0 else float("nan"),
     }
-
-
-@dataclass(frozen=True)
-class ImageHeader:
-    """Size, spacing, origin and direction of an image file, read without its voxels."""
-
-    size: tuple[int, ...]
-    spacing: tuple[float, ...]
-    origin: tuple[float, ...]
-    direction: tuple[float, ...]
-
-    # The accessors of sitk.Image, so that cagerisk.imaging.io.same_geometry takes a header too.
-    def GetSize(self) -> tuple[int, ...]:  # noqa: N802 - SimpleITK's names
-        return self.size
-
-    def GetSpacing(self) -> tuple[float, ...]:  # noqa: N802
-        return self.spacing
-
-    def GetOrigin(self) -> tuple[float, ...]:  # noqa: N802
-        return self.origin
-
-    def GetDirection(self) -> tuple[float, ...]:  # noqa: N802
-        return self.direction
-
-    @classmethod
-    def of(cls, image: Any) -> ImageHeader:
-        return cls(image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection())
-
-
-def read_image_header(path: str) -> ImageHeader:
-    """The geometry of an image file; a DICOM folder or a file SimpleITK's header reader refuses is read whole
-    by ``read_image``, whose errors name the file."""
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError:
-        return ImageHeader.of(read_image(path))
-    return ImageHeader(reader.GetSize(), reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
 
 
 @dataclass(frozen=True)

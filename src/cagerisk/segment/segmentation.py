@@ -25,7 +25,7 @@ from rich.progress import Progress
 
 from cagerisk.cohort.schema import ID, LABEL_NAMES, allowed_label_values, image_column, is_blank, mask_column
 from cagerisk.config.pipeline import SegmentConfig
-from cagerisk.imaging.io import read_image, same_geometry
+from cagerisk.imaging.io import read_image, read_image_header, same_geometry
 from cagerisk.segment.inference import Segmenter
 from cagerisk.segment.metrics import per_label_dice, per_label_hd95, summarise_dice
 from cagerisk.segment.model import SegmentationBundle, build_unet, class_labels, structure_labels
@@ -89,36 +89,6 @@ def training_items(frame: pd.DataFrame, split: str, sequence: str = "ct") -> lis
     return items
 
 
-def _header(path: str) -> Any:
-    """The geometry of an image file (only its header is read), or the image itself (a DICOM folder)."""
-    if Path(path).is_dir():
-        return read_image(path)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    reader.ReadImageInformation()
-    return _Geometry(reader)
-
-
-class _Geometry:
-    """The geometry of an image file, with the accessors ``same_geometry`` uses."""
-
-    def __init__(self, reader: sitk.ImageFileReader) -> None:
-        self._size, self._spacing = tuple(reader.GetSize()), tuple(reader.GetSpacing())
-        self._origin, self._direction = tuple(reader.GetOrigin()), tuple(reader.GetDirection())
-
-    def GetSize(self) -> tuple[int, ...]:  # noqa: N802 - SimpleITK's names
-        return self._size
-
-    def GetSpacing(self) -> tuple[float, ...]:  # noqa: N802
-        return self._spacing
-
-    def GetOrigin(self) -> tuple[float, ...]:  # noqa: N802
-        return self._origin
-
-    def GetDirection(self) -> tuple[float, ...]:  # noqa: N802
-        return self._direction
-
-
 def check_manual_masks(frame: pd.DataFrame, sequence: str, source: str, limit: int = 10) -> None:
     """Every manual mask of ``sequence`` lies on its image's grid and holds only that sequence's label
     values; otherwise one error lists each bad file with its patient (before any training)."""
@@ -131,7 +101,7 @@ def check_manual_masks(frame: pd.DataFrame, sequence: str, source: str, limit: i
             continue
         pid = str(row[ID])
         try:
-            same, why = same_geometry(_header(str(image)), _header(str(mask)))
+            same, why = same_geometry(read_image_header(str(image)), read_image_header(str(mask)))
             if not same:
                 problems.append(f"patient {pid}: {sequence} mask {mask} is not on the grid of {image}: {why}")
                 continue
