@@ -25,7 +25,7 @@ from cagerisk.cohort.schema import ID, OUTCOME, SEQUENCES, SPLITS, image_column,
 from cagerisk.cohort.split import assign_splits
 from cagerisk.cohort.synthetic import ImageJob, draw_cohort, patient_id, render_cohort
 from cagerisk.cohort.totalsegmentator import label_tasks
-from cagerisk.config.pipeline import ManifestCohortConfig, SyntheticCohortConfig
+from cagerisk.config.pipeline import CohortSplitConfig, ManifestCohortConfig, SyntheticCohortConfig
 
 __all__ = ["Cohort", "manifest_cohort", "oracle_summary", "second_reader_subset", "synthetic_cohort"]
 
@@ -104,7 +104,7 @@ def synthetic_clinical_table(cohort: SyntheticCohortConfig) -> tuple[pd.DataFram
     return frame, pd.DataFrame(truth), draws
 
 
-def _assign_splits(frame: pd.DataFrame, cohort: SyntheticCohortConfig | ManifestCohortConfig) -> pd.Series:
+def _assign_splits(frame: pd.DataFrame, cohort: CohortSplitConfig) -> pd.Series:
     counts = dict(cohort.split_counts) if cohort.split_counts else None
     return assign_splits(frame, OUTCOME, dict(cohort.split), cohort.seed, counts, cohort.stratify_by_center)
 

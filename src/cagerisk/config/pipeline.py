@@ -20,6 +20,7 @@ from cagerisk.config import ConfigError, typed
 
 __all__ = [
     "COHORT_SOURCES",
+    "CohortSplitConfig",
     "ComputeConfig",
     "DeepAugmentConfig",
     "DeepConfig",
@@ -53,16 +54,22 @@ class PathsConfig:
 
 
 @dataclass
-class SyntheticCohortConfig:
-    """``cohort.source: synthetic``: the embedded multi-center generator."""
+class CohortSplitConfig:
+    """The keys every cohort source has: its name and how its patients are split."""
 
     source: str
     name: str
-    n_patients: int
     seed: int
     split: dict[str, float]
     split_counts: dict[str, int] | None
     stratify_by_center: bool
+
+
+@dataclass
+class SyntheticCohortConfig(CohortSplitConfig):
+    """``cohort.source: synthetic``: the embedded multi-center generator."""
+
+    n_patients: int
     voxel_scale: float
     second_reader_fraction: float
     manifest: str | None
@@ -70,16 +77,10 @@ class SyntheticCohortConfig:
 
 
 @dataclass
-class ManifestCohortConfig:
+class ManifestCohortConfig(CohortSplitConfig):
     """``cohort.source: manifest``: a real cohort's manifest, validated."""
 
-    source: str
-    name: str
     manifest: str
-    seed: int
-    split: dict[str, float]
-    split_counts: dict[str, int] | None
-    stratify_by_center: bool
     check_images: bool
     # where each sequence's masks come from: "cagerisk" (own label values), "totalsegmentator", a
     # TotalSegmentator task, or a mapping {sequence: one of those} (cohort.totalsegmentator.label_tasks)
