@@ -58,6 +58,7 @@ from cagerisk.serving.inputs import IMAGE_SUFFIXES, check_clinical, sniff_image_
 from cagerisk.serving.model import FUSED_LEVELS, ID_COLUMN, CageRiskModel, image_field, mask_field
 from cagerisk.serving.schemas import ErrorBody, ScoreResult, clinical_model, feature_request_models
 from cagerisk.serving.settings import load_serve_settings
+from cagerisk.serving.timeout import install as install_request_timeout
 
 log = logging.getLogger("cagerisk.serving")
 SETTINGS = load_serve_settings()
@@ -101,6 +102,9 @@ def redact_bentoml_logs() -> None:
 
 
 redact_bentoml_logs()
+# traffic.timeout (serve.timeout_s) without BentoML's per-request timer that keeps every request's
+# context (OpenTelemetry span) alive for timeout_s seconds (cagerisk/serving/timeout.py).
+install_request_timeout()
 
 
 # ---- ASGI guard: API key and request size, before any body is read ------------------------------
