@@ -16,9 +16,9 @@ this process (to 1e-9). Printed: model version, features per request and bytes, 
 per server, BentoML's CPU time per request (its whole process tree: less changed than latency
 by other work on the machine), the ratios to MLflow; with ``--seconds N`` a soak of
 ``/score_features`` (arrays) at the same concurrency with errors and the resident memory of the
-whole `bentoml serve` process tree at its start and end; ``/score`` (images -> U-Net, PyRadiomics,
-ViT-3D, combined model) of one demo patient, ``--score-repeats`` sequential calls; the load average
-at start and end (the machine may be shared).
+whole `bentoml serve` process tree at its start and end (and every twelfth of the soak between);
+``/score`` (images -> U-Net, PyRadiomics, ViT-3D, combined model) of one demo patient,
+``--score-repeats`` sequential calls; the load average at start and end (the machine may be shared).
 
     .venv/bin/python benchmarks/serving_load.py                         # after `make demo`
     .venv/bin/python benchmarks/serving_load.py --seconds 60            # plus a 60 s soak
@@ -36,8 +36,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -297,11 +299,25 @@ def main() -> None:
                 results[name] = run_load(send_bento, bodies, args.concurrency, args.requests)
                 results[name]["cpu_ms"] = (tree_cpu_s(running.process.pid) - cpu_start) / results[name]["requests"] * 1e3
                 print(f"{name}: {results[name]['rps']:.1f} req/s", flush=True)
-            soak: dict[str, float] = {}
+            soak: dict[str, Any] = {}
             if args.seconds:
                 rss_start = tree_rss_mib(running.process.pid)
+                # Resident memory through the soak too: growth that levels off (warm-up) and growth
+                # that goes on (a leak) can end at the same figure.
+                rss_trace: list[tuple[float, float]] = []
+                soak_done = threading.Event()
+
+                def sample_rss(every: float = max(1.0, args.seconds / 12)) -> None:
+                    started = time.perf_counter()
+                    while not soak_done.wait(every):
+                        rss_trace.append((time.perf_counter() - started, tree_rss_mib(running.process.pid)))
+
+                sampler = threading.Thread(target=sample_rss, daemon=True)
+                sampler.start()
                 soak = run_load(send_bento, array_bodies, args.concurrency, seconds=args.seconds)
-                soak.update(rss_start=rss_start, rss_end=tree_rss_mib(running.process.pid))
+                soak_done.set()
+                sampler.join()
+                soak.update(rss_start=rss_start, rss_end=tree_rss_mib(running.process.pid), rss_trace=rss_trace)
 
             score_ms: list[float] = []
             if spec.image_scoring:
@@ -349,6 +365,7 @@ def main() -> None:
             f"{soak['failures']} errors, {soak['rps']:.1f} req/s, p50 {soak['p50_ms']:.1f} ms, p99 {soak['p99_ms']:.1f} ms; "
             f"server RSS {soak['rss_start']:.0f} MiB at start, {soak['rss_end']:.0f} MiB at end ({growth:+.1f} %)"
         )
+        print("  RSS during the soak (s: MiB): " + ", ".join(f"{t:.0f}: {mib:.0f}" for t, mib in soak["rss_trace"]))
     if score_ms:
         print(
             f"/score (images of one demo patient, {len(score_ms)} sequential calls): "
