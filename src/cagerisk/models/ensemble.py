@@ -104,9 +104,11 @@ class LinearTreeStack(ClassifierMixin, BaseEstimator):
         max_features: str | float | None = "sqrt",
         min_samples_leaf: int = 1,
         combine: str = "select",
+        calibration: str = "members",
         random_state: int | None = None,
     ):
         self.combine = combine
+        self.calibration = calibration
         self.Cs = Cs
         self.cv = cv
         self.cv_repeats = cv_repeats
@@ -163,6 +165,17 @@ class LinearTreeStack(ClassifierMixin, BaseEstimator):
             # logistic regression on the average only calibrates it.
             z = self._standardise(S, fit=True).mean(axis=1, keepdims=True)
             stacker = self._increasing(LogisticRegression(C=1.0).fit(z, y01), y01)
+            if self.calibration == "members":
+                if not self.no_signal_:
+                    # The average in the members' own log-odds units: the mean of their honest scores'
+                    # standard deviations per unit of it, centred on the mean of their honest means.
+                    # One member: exactly its own log-odds (the linear fold models' decision, the
+                    # forest's vote). The ranking within a fit is the Platt step's; only the scale
+                    # and offset are no longer fitted to the labels of the honest scores.
+                    stacker.coef_[:] = float(self.stack_scale_.mean())
+                    stacker.intercept_[:] = float(self.stack_mean_.mean())
+            elif self.calibration != "platt":
+                raise ValueError(f"calibration must be 'members' or 'platt', got {self.calibration!r}")
         elif self.combine == "learned":
             stacker = LogisticRegression(C=1.0).fit(self._standardise(S, fit=True), y01)
             negative = stacker.coef_[0] < 0
@@ -257,6 +270,8 @@ class LinearTreeStack(ClassifierMixin, BaseEstimator):
         """Stacks pickled before issue 11's changes (one refitted ``linear_`` model, no clipping) keep
         scoring exactly as they did: a registered champion must survive an upgrade of this module."""
         super().__setstate__(state)
+        if "calibration" not in state:
+            self.calibration = "platt"  # what every stack fitted before the parameter did
         if "linear_" in state and "linear_coef_" not in state:
             self.linear_coef_ = self.linear_.coef_[0]
             self.linear_intercept_ = float(self.linear_.intercept_[0])
