@@ -175,6 +175,25 @@ def test_members_calibration_keeps_the_ranking_and_gives_the_members_own_log_odd
         LinearTreeStack(n_estimators=5, calibration="isotonic").fit(X, y)
 
 
+def test_lbfgs_linear_member_centres_its_log_odds_on_the_prevalence():
+    """liblinear penalises the intercept with the weights, so under a strong penalty the linear member's
+    log-odds sit near 0 whatever the prevalence (issue 11, HNSCC); lbfgs leaves the intercept free."""
+    X, y = _table(n=200, p=30, seed=6)
+    y = np.where(np.arange(len(y)) % 4 == 0, y, 0)  # prevalence well below 0.5
+    prior = np.log(y.mean()) - np.log1p(-y.mean())
+    kw = dict(Cs=(1e-4,), n_estimators=20, random_state=0)
+    liblinear = LinearTreeStack(**kw).fit(X, y)
+    lbfgs = LinearTreeStack(linear_solver="lbfgs", **kw).fit(X, y)
+    assert prior < -1.5
+    assert abs(liblinear.honest_scores_[:, 0].mean()) < 0.1 and abs(liblinear.linear_intercept_) < 0.1
+    assert abs(lbfgs.honest_scores_[:, 0].mean() - prior) < 0.1 and abs(lbfgs.linear_intercept_ - prior) < 0.1
+    # The same penalised weights otherwise: the linear members rank patients alike.
+    rho = np.corrcoef(liblinear.linear_coef_, lbfgs.linear_coef_)[0, 1]
+    assert rho > 0.95
+    with pytest.raises(ValueError, match="linear_solver"):
+        LinearTreeStack(n_estimators=5, linear_solver="saga").fit(X, y)
+
+
 def test_clone_refit_is_deterministic_and_string_labels_work():
     X, y = _table(n=80, seed=5)
     a = LinearTreeStack(n_estimators=30, random_state=7).fit(X, y).predict_proba(X)

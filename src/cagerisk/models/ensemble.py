@@ -98,6 +98,9 @@ class LinearTreeStack(ClassifierMixin, BaseEstimator):
         exactly its own log-odds; the same ranking, no slope fitted to labels, and the Platt step's
         no-signal rule kept). Measured on radMLBench (docs/models.md): "members" lifts C4KC-KiTS
         0.529 -> 0.589 but costs HNSCC 0.700 -> 0.665, so "platt" stays the default.
+    linear_solver : "liblinear" (penalises the intercept with the weights: under a strong penalty the
+        linear member's log-odds centre near 0 whatever the prevalence) or "lbfgs" (unpenalised
+        intercept: its log-odds centre on the training prevalence; same L2 penalty on the weights).
     random_state : seeds the CV shuffling and the trees.
     """
 
@@ -111,10 +114,12 @@ class LinearTreeStack(ClassifierMixin, BaseEstimator):
         min_samples_leaf: int = 1,
         combine: str = "select",
         calibration: str = "platt",
+        linear_solver: str = "liblinear",
         random_state: int | None = None,
     ):
         self.combine = combine
         self.calibration = calibration
+        self.linear_solver = linear_solver
         self.Cs = Cs
         self.cv = cv
         self.cv_repeats = cv_repeats
@@ -224,6 +229,13 @@ class LinearTreeStack(ClassifierMixin, BaseEstimator):
             stacker.intercept_[:] = np.log(prevalence) - np.log1p(-prevalence)
         return stacker
 
+    def _linear_model(self, C: float, Z: np.ndarray) -> LogisticRegression:
+        if self.linear_solver == "liblinear":
+            return LogisticRegression(C=C, solver="liblinear", dual=self._dual(Z), max_iter=5000)
+        if self.linear_solver == "lbfgs":
+            return LogisticRegression(C=C, solver="lbfgs", max_iter=5000)
+        raise ValueError(f"linear_solver must be 'liblinear' or 'lbfgs', got {self.linear_solver!r}")
+
     @staticmethod
     def _dual(Z: np.ndarray) -> bool:
         # The same L2 problem; the dual is the fast one with more features than patients (11,407
@@ -255,7 +267,7 @@ class LinearTreeStack(ClassifierMixin, BaseEstimator):
         coefs = np.zeros((len(Cs), folds * repeats, Z.shape[1] + 1))
         for f, (train, valid) in enumerate(splitter.split(Z, y)):
             for i, C in enumerate(Cs):
-                model = LogisticRegression(C=C, solver="liblinear", dual=self._dual(Z), max_iter=5000).fit(Z[train], y[train])
+                model = self._linear_model(C, Z).fit(Z[train], y[train])
                 coefs[i, f] = np.append(model.coef_[0], model.intercept_[0])
                 decision = model.decision_function(Z[valid])
                 # Each patient is out of fold once per repeat: the honest score is the mean of those.
@@ -278,6 +290,8 @@ class LinearTreeStack(ClassifierMixin, BaseEstimator):
         super().__setstate__(state)
         if "calibration" not in state:
             self.calibration = "platt"  # what every stack fitted before the parameter did
+        if "linear_solver" not in state:
+            self.linear_solver = "liblinear"
         if "linear_" in state and "linear_coef_" not in state:
             self.linear_coef_ = self.linear_.coef_[0]
             self.linear_intercept_ = float(self.linear_.intercept_[0])
