@@ -218,8 +218,10 @@ def test_imputer_keep_empty_and_most_frequent():
         assert_close(compiled.predict_proba(new), expected)
 
 
-@pytest.mark.parametrize("combine", ["select", "equal", "learned"])
-def test_rad_sign_stack_equals_sklearn(combine):
+@pytest.mark.parametrize(
+    ("combine", "calibration"), [("select", "platt"), ("equal", "platt"), ("learned", "platt"), ("select", "members")]
+)
+def test_rad_sign_stack_equals_sklearn(combine, calibration):
     """The Rad-sign: imputer + LinearTreeStack, each way of combining its members; values beyond the
     training range (clipped), missing values (imputed)."""
     rng = np.random.default_rng(2)
@@ -227,7 +229,7 @@ def test_rad_sign_stack_equals_sklearn(combine):
     X[::6, 4] = np.nan
     y = (X[:, 0] + 0.5 * X[:, 1] ** 2 + 0.5 * rng.normal(size=80) > 0.3).astype(int)
     frame = pd.DataFrame(X, columns=[f"f{j}" for j in range(12)])
-    stack = LinearTreeStack(n_estimators=25, combine=combine, random_state=0)
+    stack = LinearTreeStack(n_estimators=25, combine=combine, calibration=calibration, random_state=0)
     pipe = Pipeline([("impute", SimpleImputer(strategy="median")), ("classifier", stack)]).fit(frame, y)
     compiled = compile_pipeline(pipe)
     assert compiled is not None

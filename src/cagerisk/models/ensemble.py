@@ -92,6 +92,15 @@ class LinearTreeStack(ClassifierMixin, BaseEstimator):
     combine : "select" (the one standard error rule between the members, then as "equal"), "equal"
         (average of the two standardised honest scores, then Platt scaling) or "learned" (a logistic
         regression on both; a negative weight drops that model).
+    calibration : with "select" or "equal", how the average becomes a log-odds: "platt" (a logistic
+        regression on the honest scores, slope held >= 0) or "members" (the same average in the members'
+        own log-odds units: mean standard deviation and mean of their honest scores; one member kept:
+        exactly its own log-odds; the same ranking, no slope fitted to labels, and the Platt step's
+        no-signal rule kept). Measured on radMLBench (docs/models.md): "members" lifts C4KC-KiTS
+        0.529 -> 0.589 but costs HNSCC 0.700 -> 0.665, so "platt" stays the default.
+    linear_solver : "liblinear" (penalises the intercept with the weights: under a strong penalty the
+        linear member's log-odds centre near 0 whatever the prevalence) or "lbfgs" (unpenalised
+        intercept: its log-odds centre on the training prevalence; same L2 penalty on the weights).
     random_state : seeds the CV shuffling and the trees.
     """
 
@@ -104,9 +113,13 @@ class LinearTreeStack(ClassifierMixin, BaseEstimator):
         max_features: str | float | None = "sqrt",
         min_samples_leaf: int = 1,
         combine: str = "select",
+        calibration: str = "platt",
+        linear_solver: str = "liblinear",
         random_state: int | None = None,
     ):
         self.combine = combine
+        self.calibration = calibration
+        self.linear_solver = linear_solver
         self.Cs = Cs
         self.cv = cv
         self.cv_repeats = cv_repeats
@@ -163,6 +176,17 @@ class LinearTreeStack(ClassifierMixin, BaseEstimator):
             # logistic regression on the average only calibrates it.
             z = self._standardise(S, fit=True).mean(axis=1, keepdims=True)
             stacker = self._increasing(LogisticRegression(C=1.0).fit(z, y01), y01)
+            if self.calibration == "members":
+                if not self.no_signal_:
+                    # The average in the members' own log-odds units: the mean of their honest scores'
+                    # standard deviations per unit of it, centred on the mean of their honest means.
+                    # One member: exactly its own log-odds (the linear fold models' decision, the
+                    # forest's vote). The ranking within a fit is the Platt step's; only the scale
+                    # and offset are no longer fitted to the labels of the honest scores.
+                    stacker.coef_[:] = float(self.stack_scale_.mean())
+                    stacker.intercept_[:] = float(self.stack_mean_.mean())
+            elif self.calibration != "platt":
+                raise ValueError(f"calibration must be 'members' or 'platt', got {self.calibration!r}")
         elif self.combine == "learned":
             stacker = LogisticRegression(C=1.0).fit(self._standardise(S, fit=True), y01)
             negative = stacker.coef_[0] < 0
@@ -205,6 +229,13 @@ class LinearTreeStack(ClassifierMixin, BaseEstimator):
             stacker.intercept_[:] = np.log(prevalence) - np.log1p(-prevalence)
         return stacker
 
+    def _linear_model(self, C: float, Z: np.ndarray) -> LogisticRegression:
+        if self.linear_solver == "liblinear":
+            return LogisticRegression(C=C, solver="liblinear", dual=self._dual(Z), max_iter=5000)
+        if self.linear_solver == "lbfgs":
+            return LogisticRegression(C=C, solver="lbfgs", max_iter=5000)
+        raise ValueError(f"linear_solver must be 'liblinear' or 'lbfgs', got {self.linear_solver!r}")
+
     @staticmethod
     def _dual(Z: np.ndarray) -> bool:
         # The same L2 problem; the dual is the fast one with more features than patients (11,407
@@ -236,7 +267,7 @@ class LinearTreeStack(ClassifierMixin, BaseEstimator):
         coefs = np.zeros((len(Cs), folds * repeats, Z.shape[1] + 1))
         for f, (train, valid) in enumerate(splitter.split(Z, y)):
             for i, C in enumerate(Cs):
-                model = LogisticRegression(C=C, solver="liblinear", dual=self._dual(Z), max_iter=5000).fit(Z[train], y[train])
+                model = self._linear_model(C, Z).fit(Z[train], y[train])
                 coefs[i, f] = np.append(model.coef_[0], model.intercept_[0])
                 decision = model.decision_function(Z[valid])
                 # Each patient is out of fold once per repeat: the honest score is the mean of those.
@@ -257,6 +288,10 @@ class LinearTreeStack(ClassifierMixin, BaseEstimator):
         """Stacks pickled before issue 11's changes (one refitted ``linear_`` model, no clipping) keep
         scoring exactly as they did: a registered champion must survive an upgrade of this module."""
         super().__setstate__(state)
+        if "calibration" not in state:
+            self.calibration = "platt"  # what every stack fitted before the parameter did
+        if "linear_solver" not in state:
+            self.linear_solver = "liblinear"
         if "linear_" in state and "linear_coef_" not in state:
             self.linear_coef_ = self.linear_.coef_[0]
             self.linear_intercept_ = float(self.linear_.intercept_[0])
