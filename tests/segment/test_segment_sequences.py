@@ -21,7 +21,7 @@ def _config(make_config, *overrides: str) -> SegmentConfig:
 
 
 def test_sequence_configs_are_the_shared_keys_with_their_overrides(make_config):
-    config = _config(make_config, "segment.sequences.t2.masks=manual", "segment.lr=0.01")
+    config = _config(make_config, "segment.sequences.t2.masks=manual", "segment.lr=0.005")
     assert segmented_sequences(config) == ["ct", "t1", "t2", "t1ax", "t2ax"]
     ct, t2, t2ax = (sequence_config(config, s) for s in ("ct", "t2", "t2ax"))
     # CT: the shared keys as they are; its own model file and checkpoint folder.
@@ -32,8 +32,9 @@ def test_sequence_configs_are_the_shared_keys_with_their_overrides(make_config):
         [16, 32, 64, 128],
     )
     assert ct.model_path.endswith("segment/unet_ct.pt") and ct.checkpoint_dir.endswith("checkpoints/ct")
-    # Sagittal: percentile scaling, its own spacing and a smaller net; the rest (lr, net target) shared.
-    assert t2.hu_window is None and t2.spacing_mm == [4.0, 3.0, 3.0] and t2.lr == 0.01
+    # Sagittal: percentile scaling, its own spacing, lr and a smaller net; the rest (weight decay, net target) shared.
+    assert t2.hu_window is None and t2.spacing_mm == [4.0, 3.0, 3.0] and (t2.lr, ct.lr) == (0.01, 0.005)
+    assert t2.weight_decay == ct.weight_decay and t2.trainer["max_epochs"] == 20 and ct.trainer["max_epochs"] == 10
     assert t2.net["channels"] == [8, 16, 32] and t2.net["_target_"] == "monai.networks.nets.UNet"
     assert t2.masks == "manual" and ct.masks == "predicted" and sequence_config(config, "t1").masks == "predicted"
     # out_channels from the mode and the labels: body + disc (bottom-up), six muscles (multiclass).
