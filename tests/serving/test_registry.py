@@ -21,6 +21,16 @@ from cagerisk.stages.register import run_register_stage
 
 
 @pytest.fixture(scope="module")
+def feature_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This module's own finished feature pipeline and MLflow store (shadowing the session fixture): its
+    tests count registry versions from 1 and rewrite the pipeline's outcomes, so no other module may
+    register into, or read, the same store (test_score_paths did, on the same xdist worker)."""
+    tmp = tmp_path_factory.mktemp("registry-pipeline")
+    write_feature_pipeline(tmp / "data")
+    return tmp
+
+
+@pytest.fixture(scope="module")
 def registered(feature_pipeline: Path):
     cfg = compose_serving_config(feature_pipeline)
     first = run_register_stage(cfg)
