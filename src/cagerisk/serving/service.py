@@ -59,6 +59,7 @@ from cagerisk.serving.model import FUSED_LEVELS, ID_COLUMN, CageRiskModel, image
 from cagerisk.serving.schemas import ErrorBody, ScoreResult, clinical_model, feature_request_models
 from cagerisk.serving.settings import load_serve_settings
 from cagerisk.serving.timeout import install as install_request_timeout
+from cagerisk.serving.timeout import send_json
 
 log = logging.getLogger("cagerisk.serving")
 SETTINGS = load_serve_settings()
@@ -128,37 +129,23 @@ class RequestGuard:
         if key and path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES):
             sent = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ").strip()
             if not sent or not hmac.compare_digest(sent.encode(), key.encode()):
-                await _json_response(send, 401, {"error": "missing or wrong API key (send it as X-API-Key)"})
+                await send_json(send, 401, {"error": "missing or wrong API key (send it as X-API-Key)"})
                 return
         if scope.get("method") == "POST":
             length = headers.get("content-length")
             if length is None:
                 if headers.get("transfer-encoding", "").lower() == "chunked":
-                    await _json_response(
-                        send, 411, {"error": "request body: send a Content-Length (chunked bodies are not accepted)"}
-                    )
+                    await send_json(send, 411, {"error": "request body: send a Content-Length (chunked bodies are not accepted)"})
                     return
             elif not length.isdigit() or int(length) > self.max_request_bytes:
                 mib = int(length) / 2**20 if length.isdigit() else float("nan")
-                await _json_response(
+                await send_json(
                     send,
                     413,
                     {"error": f"request body: {mib:.1f} MiB exceeds the upload limit of {self.max_request_bytes / 2**20:g} MiB"},
                 )
                 return
         await self.app(scope, receive, send)
-
-
-async def _json_response(send: Any, status: int, body: dict[str, Any]) -> None:
-    payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
 
 
 # ---- the service -------------------------------------------------------------------------------

@@ -62,12 +62,13 @@ class RequestTimeout:
         finally:
             timer.cancel()
         if not in_time and task.cancel():
-            await _send_json(send, 504, {"error": f"not able to process the request in {self.timeout:g} seconds", "field": None})
+            await send_json(send, 504, {"error": f"not able to process the request in {self.timeout:g} seconds", "field": None})
             return
         await task
 
 
-async def _send_json(send: Any, status: int, body: dict[str, Any]) -> None:
+async def send_json(send: Any, status: int, body: dict[str, Any]) -> None:
+    """A whole JSON response on a raw ASGI ``send`` (also the service's guard uses it)."""
     payload = json.dumps(body).encode()
     await send(
         {
