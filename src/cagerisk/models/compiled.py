@@ -301,33 +301,20 @@ class _Stack:
     compiled forest), the stack's own standardisation and combination, then its logistic stacker."""
 
     def __init__(self, est: Any) -> None:
-        import sys
-
-        from cagerisk.models.forest import forest_predict_proba
-
         if len(est.classes_) != 2 or _kind(est.scaler_) != "sklearn.preprocessing._data.StandardScaler":
             raise Unsupported("LinearTreeStack: binary, with a StandardScaler")
         self.est = est
         self.low = np.asarray(est.feature_min_, dtype=np.float64)
         self.high = np.asarray(est.feature_max_, dtype=np.float64)
         self.scaler = _Scaler(est.scaler_)
-        self.coef = np.asarray(est.linear_coef_, dtype=np.float64)
-        self.intercept = est.linear_intercept_
         self.stacker = _BinaryLogistic(est.stacker_)
-        self.logit = sys.modules[type(est).__module__]._logit  # the stack's own clipped logit
-        self.forest_proba = forest_predict_proba
         self.n_features = int(est.n_features_in_)
 
     def __call__(self, X: Array) -> Array:
-        est = self.est
         if X.dtype != np.float64 or X.shape[1] != self.n_features or not np.isfinite(X).all():
             raise Unsupported("stack input")
-        X = np.clip(X, self.low, self.high)
-        linear = self.scaler(X) @ self.coef + self.intercept
-        trees = self.logit(self.forest_proba(est.trees_, X)[:, 1], est._eps)
-        Z = est._standardise(np.column_stack([linear, trees]))
-        if est.combine != "learned":
-            Z = Z.mean(axis=1, keepdims=True)
+        # The stack's own member scores and combination (the members it kept), the compiled scaler.
+        Z = self.est._stacker_input(np.clip(X, self.low, self.high), self.scaler)
         p = 1.0 / (1.0 + np.exp(-self.stacker.decision(Z)))
         return np.column_stack([1.0 - p, p])
 

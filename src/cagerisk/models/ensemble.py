@@ -39,6 +39,8 @@ cagerisk.models.forest.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from scipy.stats import rankdata
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -301,13 +303,22 @@ class LinearTreeStack(ClassifierMixin, BaseEstimator):
     def decision_function(self, X) -> np.ndarray:
         check_is_fitted(self, ("stacker_",))
         X = np.clip(validate_data(self, X, reset=False, dtype=np.float64), self.feature_min_, self.feature_max_)
-        linear = self.scaler_.transform(X) @ self.linear_coef_ + self.linear_intercept_
-        # All 500 trees at once (bit-identical to trees_.predict_proba, which loops over them in Python).
-        trees = _logit(forest_predict_proba(self.trees_, X)[:, 1], self._eps)
-        Z = self._standardise(np.column_stack([linear, trees]))
+        return self.stacker_.decision_function(self._stacker_input(X, self.scaler_.transform))
+
+    def _stacker_input(self, X: np.ndarray, scale: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """The stacker's input for ``X`` (already clipped to the training range); ``scale`` standardises
+        ``X`` for the linear member (scikit-learn's scaler here, the compiled one when serving). A member
+        the stack left out (``stack_mask_``) is not computed: its column would be dropped unread."""
+        S = np.zeros((X.shape[0], 2))
+        if self.stack_mask_[0]:
+            S[:, 0] = scale(X) @ self.linear_coef_ + self.linear_intercept_
+        if self.stack_mask_[1]:
+            # All 500 trees at once (bit-identical to trees_.predict_proba, which loops over them in Python).
+            S[:, 1] = _logit(forest_predict_proba(self.trees_, X)[:, 1], self._eps)
+        Z = self._standardise(S)
         if self.combine != "learned":
             Z = Z.mean(axis=1, keepdims=True)
-        return self.stacker_.decision_function(Z)
+        return Z
 
     def predict_proba(self, X) -> np.ndarray:
         p = 1.0 / (1.0 + np.exp(-self.decision_function(X)))
