@@ -67,6 +67,11 @@ def test_arrays_equal_rows_and_refuse_the_same(served):
     arrays = model.score_arrays(frame[spec.radiomics_features].to_numpy(), frame[spec.deep_features].to_numpy(), clinical)
     rows = model.score_rows(frame[[*spec.clinical_variables, *spec.radiomics_features, *spec.deep_features]].to_dict("records"))
     np.testing.assert_array_equal(arrays["probability"], rows["probability"])
+    # The service's form: the same output as columns, without the DataFrame.
+    columns = model.score_arrays(
+        frame[spec.radiomics_features].to_numpy(), frame[spec.deep_features].to_numpy(), clinical, as_columns=True
+    )
+    pd.testing.assert_frame_equal(pd.DataFrame({**columns, "patient_id": pd.Series(columns["patient_id"], dtype=object)}), arrays)
 
     one = frame.iloc[[0]].reset_index(drop=True)
     for name, value in [(spec.radiomics_features[0], math.inf), (spec.deep_features[-1], -2e15)]:

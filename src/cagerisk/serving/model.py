@@ -365,10 +365,14 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
         deep: np.ndarray,
         clinical: Sequence[Mapping[str, Any]],
         ids: Sequence[str | None] | None = None,
-    ) -> pd.DataFrame:
+        as_columns: bool = False,
+    ) -> pd.DataFrame | dict[str, Any]:
         """:meth:`score_rows` of patients whose features come as arrays, one row per patient, columns
         in the spec's order (``spec.radiomics_features``, ``spec.deep_features``; NaN = missing): the
-        same checks, vectorised, and the same pipelines, without 11,000 dictionary look-ups a patient."""
+        same checks, vectorised, and the same pipelines, without 11,000 dictionary look-ups a patient.
+
+        ``as_columns``: the output's columns as a dict of arrays and lists instead of a DataFrame (the
+        service writes them as JSON at once; building the frame took a tenth of a request's time)."""
         radiomics = np.asarray(radiomics, dtype=np.float64)
         deep = np.asarray(deep, dtype=np.float64)
         n = len(clinical)
@@ -377,7 +381,8 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
             if values.shape != expected[name]:
                 raise ScoringInputError("features", f"{name} values of shape {values.shape}; expected {expected[name]}")
         if n == 0:
-            return self.score_rows([])
+            empty = self.score_rows([])
+            return {c: [] for c in empty.columns} if as_columns else empty
         ids = list(ids) if ids is not None else [None] * n
         checked: list[dict[str, Any]] = []
         for i in range(n):
@@ -393,7 +398,10 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
         dl_matrix = np.full((n, len(self.deep_columns)), np.nan)
         rad_matrix[:, self._radiomics_required] = radiomics
         dl_matrix[:, self._deep_required] = deep
-        return self._predict(rad_matrix, dl_matrix, checked, [MODE_FEATURES] * n, [None if _absent(p) else str(p) for p in ids])
+        columns = self._predict_columns(
+            rad_matrix, dl_matrix, checked, [MODE_FEATURES] * n, [None if _absent(p) else str(p) for p in ids]
+        )
+        return columns if as_columns else _output_frame(columns)
 
     def _predict(
         self,
@@ -403,6 +411,17 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
         modes: Sequence[str],
         ids: Sequence[str | None],
     ) -> pd.DataFrame:
+        return _output_frame(self._predict_columns(rad_matrix, dl_matrix, clinical, modes, ids))
+
+    def _predict_columns(
+        self,
+        rad_matrix: np.ndarray,
+        dl_matrix: np.ndarray,
+        clinical: Sequence[Mapping[str, Any]],
+        modes: Sequence[str],
+        ids: Sequence[str | None],
+    ) -> dict[str, Any]:
+        """The output columns (OUTPUT_COLUMNS): arrays, and lists for the ids and modes."""
         n = len(rad_matrix)
         used = self.spec.clinical_variables
         scores = None
@@ -419,18 +438,15 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
             out = self.combined.predict_checked(rad_frame, dl_frame, clin_frame, as_arrays=self.as_arrays)
             prob, rad_sign, dl_sign = (out[c].to_numpy(dtype=np.float64) for c in ("prob", "rad_sign", "dl_sign"))
             risk = out["risk_class"].astype(str).to_numpy()
-        return pd.DataFrame(
-            {
-                # object, not pandas' text dtype, which would turn a missing id into NaN
-                "patient_id": pd.Series(list(ids), dtype=object),
-                "probability": prob,
-                "rad_sign": rad_sign,
-                "dl_sign": dl_sign,
-                "risk_class": risk,
-                "threshold": np.full(n, self.spec.threshold, dtype=np.float64),
-                "mode": list(modes),
-            }
-        )
+        return {
+            "patient_id": list(ids),
+            "probability": prob,
+            "rad_sign": rad_sign,
+            "dl_sign": dl_sign,
+            "risk_class": risk,
+            "threshold": np.full(n, self.spec.threshold, dtype=np.float64),
+            "mode": list(modes),
+        }
 
     def _row_inputs(self, values: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, float], dict[str, Any], str]:
         feature_names = [*self.spec.radiomics_features, *self.spec.deep_features]
@@ -606,6 +622,11 @@ def _probe_value(name: str, i: int = 0) -> Any:
     if variable.kind == "binary" or name in INTEGER_CLINICAL:
         return int(low) + i % (int(high) - int(low) + 1)
     return (low + high) / 2.0 + (high - low) / 2.0 * ((i % 5) - 2) / 2.0
+
+
+def _output_frame(columns: dict[str, Any]) -> pd.DataFrame:
+    # the ids as object, not pandas' text dtype, which would turn a missing id into NaN
+    return pd.DataFrame({**columns, "patient_id": pd.Series(columns["patient_id"], dtype=object)})
 
 
 def _compiled_scores(
