@@ -357,7 +357,7 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
             modes.append(mode)
             pid = values.get(ID_COLUMN)
             ids.append(None if _absent(pid) else str(pid))
-        return self._predict(rad_matrix, dl_matrix, clinical, modes, ids)
+        return _output_frame(self._predict(rad_matrix, dl_matrix, clinical, modes, ids))
 
     def score_arrays(
         self,
@@ -398,7 +398,7 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
         dl_matrix = np.full((n, len(self.deep_columns)), np.nan)
         rad_matrix[:, self._radiomics_required] = radiomics
         dl_matrix[:, self._deep_required] = deep
-        columns = self._predict_columns(
+        columns = self._predict(
             rad_matrix, dl_matrix, checked, [MODE_FEATURES] * n, [None if _absent(p) else str(p) for p in ids]
         )
         return columns if as_columns else _output_frame(columns)
@@ -410,18 +410,8 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
         clinical: Sequence[Mapping[str, Any]],
         modes: Sequence[str],
         ids: Sequence[str | None],
-    ) -> pd.DataFrame:
-        return _output_frame(self._predict_columns(rad_matrix, dl_matrix, clinical, modes, ids))
-
-    def _predict_columns(
-        self,
-        rad_matrix: np.ndarray,
-        dl_matrix: np.ndarray,
-        clinical: Sequence[Mapping[str, Any]],
-        modes: Sequence[str],
-        ids: Sequence[str | None],
     ) -> dict[str, Any]:
-        """The output columns (OUTPUT_COLUMNS): arrays, and lists for the ids and modes."""
+        """The output columns (OUTPUT_COLUMNS): arrays, and lists for the ids and modes (a frame: _output_frame)."""
         n = len(rad_matrix)
         used = self.spec.clinical_variables
         scores = None
