@@ -381,8 +381,7 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
             if values.shape != expected[name]:
                 raise ScoringInputError("features", f"{name} values of shape {values.shape}; expected {expected[name]}")
         if n == 0:
-            empty = self.score_rows([])
-            return {c: [] for c in empty.columns} if as_columns else empty
+            return {c: [] for c in OUTPUT_COLUMNS} if as_columns else self.score_rows([])
         ids = list(ids) if ids is not None else [None] * n
         checked: list[dict[str, Any]] = []
         for i in range(n):

@@ -271,14 +271,14 @@ class NaturalBatcher:
     """
 
     def __init__(self, score: Any, max_batch_size: int, max_latency_ms: float) -> None:
-        # score(list of requests) -> one DataFrame row per patient, in order; len(request) = its patients
+        # score(list of requests) -> one result per patient, in order; len(request) = its patients
         self.score = score
         self.max_batch_size = max(1, int(max_batch_size))
         self.max_wait = max_latency_ms / 1000.0
         self.queue: asyncio.Queue | None = None
         self.task: asyncio.Task | None = None
 
-    async def submit(self, rows: Any) -> pd.DataFrame:
+    async def submit(self, rows: Any) -> list[Any]:
         if self.queue is None:
             self.queue = asyncio.Queue()
             self.task = asyncio.get_running_loop().create_task(self._run())
