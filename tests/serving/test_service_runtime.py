@@ -25,7 +25,9 @@ def test_loaded_objects_leave_the_collectors_generations_and_new_garbage_is_stil
 
     frozen = freeze_loaded_objects()
 
-    assert frozen >= len(loaded) and gc.get_freeze_count() == frozen
+    # (Frozen objects that die are still freed, so the count may only fall afterwards: while `loaded`
+    # lives, its 1,001 containers stay counted.)
+    assert frozen >= len(loaded) and gc.get_freeze_count() >= len(loaded)
     # A collection no longer traverses them (what made its pauses scale with the model's size) ...
     assert not any(o is loaded for o in gc.get_objects())
     # ... while garbage made afterwards (requests) is still found and freed.
