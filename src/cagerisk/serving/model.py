@@ -528,6 +528,11 @@ class CageRiskModel(mlflow.pyfunc.PythonModel):
         if n > 1:
             self.radiomics_pool = RadiomicsPool(n, list(self.radiomics_params.values()))
 
+    def radiomics_workers_ready(self) -> bool:
+        """No PyRadiomics pool, or every one of its workers has warmed (``start_radiomics_workers``)."""
+        pool = getattr(self, "radiomics_pool", None)
+        return pool is None or pool.warmed
+
     def _radiomics(
         self, volumes: Mapping[str, tuple[str, str]], fused_levels: str, predicted: set[str] = frozenset()
     ) -> dict[str, float]:

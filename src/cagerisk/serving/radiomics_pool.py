@@ -87,6 +87,12 @@ class RadiomicsPool:
             self.warming = [self.executor.submit(_warm, list(warm_params)) for _ in range(self.processes)]
         log.info("PyRadiomics pool: %d worker processes", self.processes)
 
+    @property
+    def warmed(self) -> bool:
+        """Every worker has imported PyRadiomics, or failed to (then the first scoring finds the pool
+        broken and extracts in the serving process): nothing is left to wait for."""
+        return all(future.done() for future in self.warming)
+
     def submit(self, task: Any) -> Future:
         return self.executor.submit(extract_in_worker, task)
 

@@ -12,7 +12,8 @@ Both request schemas are the loaded model's (required clinical values and featur
 so the OpenAPI document (``/docs.json``) is the contract the service enforces; every 4xx/5xx has the
 body ``ErrorBody`` ``{"error", "field"}``.
 - ``GET /metadata``: model name, version and alias, threshold, expected inputs, training-data hash.
-- ``GET /healthz``, ``GET /livez``, ``GET /readyz`` (BentoML's probes; ready once the model is loaded),
+- ``GET /healthz``, ``GET /livez``, ``GET /readyz`` (BentoML's probes; ready once the model is loaded and the
+  PyRadiomics workers have warmed),
   ``GET /docs.json`` (OpenAPI) and ``/`` (Swagger UI).
 
 Bad input gets a 4xx whose message names the field: 400 missing or malformed, 411 chunked without
@@ -371,7 +372,10 @@ class CageRiskService:
         log.info("model loaded in %.1f s (%s)", time.perf_counter() - started, self.source.get("source"))
 
     def __is_ready__(self) -> bool:
-        return getattr(self, "model", None) is not None
+        """``/readyz``: the model is loaded and the PyRadiomics workers have imported PyRadiomics (1-3 s
+        of CPU each after loading), so a load balancer sends no image before the workers can take it."""
+        model = getattr(self, "model", None)
+        return model is not None and model.radiomics_workers_ready()
 
     # ---- routes whose schema is the loaded model's ------------------------------------------------
 
