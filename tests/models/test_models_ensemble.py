@@ -173,6 +173,10 @@ def test_members_calibration_keeps_the_ranking_and_gives_the_members_own_log_odd
         np.testing.assert_allclose(d_members, S.mean(axis=0).mean() + S.std(axis=0).mean() * z, rtol=1e-9, atol=1e-9)
     with pytest.raises(ValueError, match="calibration"):
         LinearTreeStack(n_estimators=5, calibration="isotonic").fit(X, y)
+    # Learned weights bring their own calibration: asking for the members' scale there is an error,
+    # not silently ignored.
+    with pytest.raises(ValueError, match="calibration='members' applies to combine='select' or 'equal'"):
+        LinearTreeStack(n_estimators=5, combine="learned", calibration="members").fit(X, y)
 
 
 def test_lbfgs_linear_member_centres_its_log_odds_on_the_prevalence():

@@ -94,7 +94,8 @@ class LinearTreeStack(ClassifierMixin, BaseEstimator):
     combine : "select" (the one standard error rule between the members, then as "equal"), "equal"
         (average of the two standardised honest scores, then Platt scaling) or "learned" (a logistic
         regression on both; a negative weight drops that model).
-    calibration : with "select" or "equal", how the average becomes a log-odds: "platt" (a logistic
+    calibration : with "select" or "equal" (an error with "learned", whose weights are their own
+        calibration), how the average becomes a log-odds: "platt" (a logistic
         regression on the honest scores, slope held >= 0) or "members" (the same average in the members'
         own log-odds units: mean standard deviation and mean of their honest scores; one member kept:
         exactly its own log-odds; the same ranking, no slope fitted to labels, and the Platt step's
@@ -130,7 +131,20 @@ class LinearTreeStack(ClassifierMixin, BaseEstimator):
         self.min_samples_leaf = min_samples_leaf
         self.random_state = random_state
 
+    def _check_parameters(self) -> None:
+        """The choices, checked before the linear CV and the trees are fitted."""
+        if self.combine not in ("select", "equal", "learned"):
+            raise ValueError(f"combine must be 'equal', 'select' or 'learned', got {self.combine!r}")
+        if self.calibration not in ("platt", "members"):
+            raise ValueError(f"calibration must be 'members' or 'platt', got {self.calibration!r}")
+        if self.combine == "learned" and self.calibration != "platt":
+            # the learned weights' logistic regression is its own calibration: nothing would use this
+            raise ValueError(f"calibration={self.calibration!r} applies to combine='select' or 'equal', not 'learned'")
+        if self.linear_solver not in ("liblinear", "lbfgs"):
+            raise ValueError(f"linear_solver must be 'liblinear' or 'lbfgs', got {self.linear_solver!r}")
+
     def fit(self, X, y):
+        self._check_parameters()
         X, y = validate_data(self, X, y, dtype=np.float64)
         self.classes_ = unique_labels(y)
         if len(self.classes_) != 2:
@@ -187,9 +201,7 @@ class LinearTreeStack(ClassifierMixin, BaseEstimator):
                     # and offset are no longer fitted to the labels of the honest scores.
                     stacker.coef_[:] = float(self.stack_scale_.mean())
                     stacker.intercept_[:] = float(self.stack_mean_.mean())
-            elif self.calibration != "platt":
-                raise ValueError(f"calibration must be 'members' or 'platt', got {self.calibration!r}")
-        elif self.combine == "learned":
+        else:  # learned
             stacker = LogisticRegression(C=1.0).fit(self._standardise(S, fit=True), y01)
             negative = stacker.coef_[0] < 0
             if negative.any() and not negative.all():
@@ -199,8 +211,6 @@ class LinearTreeStack(ClassifierMixin, BaseEstimator):
             elif negative.all():
                 # No model ranks the training patients the right way round: no signal, the prevalence.
                 self._increasing(stacker, y01, force=True)
-        else:
-            raise ValueError(f"combine must be 'equal', 'select' or 'learned', got {self.combine!r}")
         self.stacker_ = stacker
         # Weights of the standardised honest scores (0: dropped), for reports.
         self.weights_ = {"linear": 0.0, "trees": 0.0}
