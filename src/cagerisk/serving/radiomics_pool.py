@@ -89,8 +89,8 @@ class RadiomicsPool:
 
     @property
     def warmed(self) -> bool:
-        """Every worker has imported PyRadiomics, or failed to (then the first scoring finds the pool
-        broken and extracts in the serving process): nothing is left to wait for."""
+        """Every worker's warm-up has finished, well or not (a worker that died breaks the pool, and
+        scoring then extracts in the serving process): nothing is left to wait for."""
         return all(future.done() for future in self.warming)
 
     def submit(self, task: Any) -> Future:
