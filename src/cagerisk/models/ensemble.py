@@ -242,11 +242,10 @@ class LinearTreeStack(ClassifierMixin, BaseEstimator):
         return stacker
 
     def _linear_model(self, C: float, Z: np.ndarray) -> LogisticRegression:
+        # linear_solver is "liblinear" or "lbfgs": fit checked it (_check_parameters) before any model
         if self.linear_solver == "liblinear":
             return LogisticRegression(C=C, solver="liblinear", dual=self._dual(Z), max_iter=5000)
-        if self.linear_solver == "lbfgs":
-            return LogisticRegression(C=C, solver="lbfgs", max_iter=5000)
-        raise ValueError(f"linear_solver must be 'liblinear' or 'lbfgs', got {self.linear_solver!r}")
+        return LogisticRegression(C=C, solver="lbfgs", max_iter=5000)
 
     @staticmethod
     def _dual(Z: np.ndarray) -> bool:
