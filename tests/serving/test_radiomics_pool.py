@@ -35,8 +35,8 @@ def test_the_pool_is_warm_once_every_worker_has_warmed_or_failed_to():
         pending: Future = Future()  # a worker still importing PyRadiomics
         pool.warming.append(pending)
         assert not pool.warmed
-        # A worker that could not warm is done too: scoring then finds the pool broken and extracts in
-        # the serving process, so readiness does not wait on it for ever.
+        # A warm-up that failed is finished too (a worker that died breaks the pool, and scoring then
+        # extracts in the serving process), so readiness does not wait on it for ever.
         pending.set_exception(RuntimeError("worker died"))
         assert pool.warmed
     finally:
