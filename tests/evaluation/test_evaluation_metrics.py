@@ -13,6 +13,7 @@ from cagerisk.evaluation import (
     auc_permutation_test,
     brier_score,
     calibration_intercept_slope,
+    calibration_slope_sampling,
     classification_metrics,
     compare_with_readers,
     decision_curve,
@@ -23,6 +24,7 @@ from cagerisk.evaluation import (
     mcnemar_paired,
     net_benefit,
     reader_columns,
+    recalibration_slopes,
     youden_threshold,
 )
 
@@ -371,6 +373,56 @@ def test_calibration_intervals_cover_a_calibrated_model():
         cover_a += fit.intercept_low <= 0 <= fit.intercept_high
         cover_b += fit.slope_low <= 1 <= fit.slope_high
     assert 0.89 <= cover_a / 150 <= 0.99 and 0.89 <= cover_b / 150 <= 0.99
+
+
+def test_recalibration_slopes_match_calibration_fit_row_by_row():
+    # Outcomes drawn from a miscalibrated model, plus the cases calibration_intercept_slope reports as NaN.
+    rng = np.random.default_rng(10)
+    lp = rng.normal(-1.0, 1.4, 40)
+    p = 1 / (1 + np.exp(-lp))
+    Y = (rng.random((60, 40)) < 1 / (1 + np.exp(0.3 - 0.6 * lp))).astype(int)
+    order = np.argsort(lp)
+    Y[0] = 0  # one outcome only
+    Y[1] = 0
+    Y[1, order[-5:]] = 1  # separated: every case above every control
+    slopes = recalibration_slopes(lp, Y)
+    reference = np.array([calibration_intercept_slope(y, p).slope for y in Y])
+    assert np.isnan(slopes[0]) and np.isnan(slopes[1]) and np.isnan(reference[1])
+    np.testing.assert_allclose(slopes[2:], reference[2:], rtol=1e-7)
+    # Per-row logits: each row its own patients.
+    L = rng.normal(0.0, 1.0, (5, 40))
+    Y2 = (rng.random((5, 40)) < 1 / (1 + np.exp(-L))).astype(int)
+    per_row = recalibration_slopes(L, Y2)
+    direct = [calibration_intercept_slope(y, 1 / (1 + np.exp(-row))).slope for row, y in zip(L, Y2, strict=True)]
+    np.testing.assert_allclose(per_row, direct, rtol=1e-7)
+    with pytest.raises(ValueError, match="0/1"):
+        recalibration_slopes(lp, np.full((2, 40), 2))
+
+
+def test_calibration_slope_sampling_of_a_calibrated_model():
+    rng = np.random.default_rng(11)
+    # Many patients: a calibrated model's slope is 1 within a narrow band.
+    p = 1 / (1 + np.exp(-rng.normal(-1.2, 1.5, 3000)))
+    big = calibration_slope_sampling(p, n_sim=400, seed=1)
+    assert big.quantiles["50"] == pytest.approx(1.0, abs=0.02)
+    assert big.quantiles["2.5"] > 0.85 and big.quantiles["97.5"] < 1.15 and big.share_in_band == 1.0
+    # 30 patients, 6 events: the slope is often far from 1 although the model is calibrated by construction.
+    small = calibration_slope_sampling(p[:30], n_sim=4000, events=6, seed=1, observed=2.75)
+    assert 0.2 < small.share_in_band < 0.7 and small.quantiles["97.5"] > 2.0
+    assert small.quantiles["2.5"] < 0.6 and 0.0 < small.share_as_extreme < 0.2 and small.events == 6
+    # The same draws, whatever is asked of them; other seeds differ.
+    again = calibration_slope_sampling(p[:30], n_sim=4000, events=6, seed=1, observed=2.75)
+    assert again == small
+    assert calibration_slope_sampling(p[:30], n_sim=4000, events=6, seed=2).quantiles != small.quantiles
+
+
+def test_calibration_slope_sampling_refuses_what_it_cannot_draw():
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        calibration_slope_sampling(np.array([0.0, 0.5, 0.6, 0.2]))
+    with pytest.raises(ValueError, match="events must lie between 1 and 3"):
+        calibration_slope_sampling(np.array([0.1, 0.5, 0.6, 0.2]), events=4)
+    with pytest.raises(ValueError, match="too rare"):
+        calibration_slope_sampling(np.full(40, 1e-4), n_sim=10, events=39)
 
 
 def test_calibration_fit_degenerate_cases_say_why():

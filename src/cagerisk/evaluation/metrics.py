@@ -407,6 +407,123 @@ def calibration_intercept_slope(y, prob, level: float = 0.95, eps: float = 1e-10
     return CalibrationFit(a, a_low, a_high, b, b_low, b_high, len(y), n_clipped, "; ".join(notes))
 
 
+def recalibration_slopes(logits, outcomes, max_iter: int = 50, tol: float = 1e-10) -> np.ndarray:
+    """Calibration slopes b of logit P(y) = a + b * logit for many outcome vectors at once.
+
+    ``outcomes``: (k, n) of 0/1; ``logits``: (n,) shared by every row, or (k, n). Newton's method on each
+    row, vectorised; the same maximum-likelihood slope as :func:`calibration_intercept_slope`, without
+    the intervals. NaN where it is not estimable as that function reports it (one outcome only, constant
+    logits, outcomes separated by the logits) or where Newton's method did not converge.
+    """
+    Y = np.atleast_2d(np.asarray(outcomes, dtype=np.float64))
+    L = np.broadcast_to(np.asarray(logits, dtype=np.float64), Y.shape)
+    if not np.all(np.isin(Y, (0.0, 1.0))):
+        raise ValueError("outcomes must be 0/1")
+    if not np.all(np.isfinite(L)):
+        raise ValueError("logits contain NaN or infinite values")
+    cases = Y.sum(axis=1)
+    one_class = (cases == 0) | (cases == Y.shape[1])
+    high0 = np.where(Y == 0, L, -np.inf).max(axis=1)
+    low1 = np.where(Y == 1, L, np.inf).min(axis=1)
+    high1 = np.where(Y == 1, L, -np.inf).max(axis=1)
+    low0 = np.where(Y == 0, L, np.inf).min(axis=1)
+    bad = one_class | (np.ptp(L, axis=1) == 0) | (high0 < low1) | (high1 < low0)
+    a = np.zeros(len(Y))
+    b = np.ones(len(Y))
+    converged = np.zeros(len(Y), dtype=bool)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for _ in range(max_iter):
+            mu = 1.0 / (1.0 + np.exp(-(a[:, None] + b[:, None] * L)))
+            w = mu * (1.0 - mu)
+            r = Y - mu
+            g0, g1 = r.sum(axis=1), (r * L).sum(axis=1)
+            h00, h01, h11 = w.sum(axis=1), (w * L).sum(axis=1), (w * L * L).sum(axis=1)
+            det = h00 * h11 - h01 * h01
+            da = (h11 * g0 - h01 * g1) / det
+            db = (h00 * g1 - h01 * g0) / det
+            a, b = a + da, b + db
+            converged = np.abs(db) <= tol * np.maximum(1.0, np.abs(b))
+            if np.all(converged | bad | ~np.isfinite(b)):
+                break
+    return np.where(bad | ~converged | ~np.isfinite(b), np.nan, b)
+
+
+@dataclass(frozen=True)
+class SlopeSampling:
+    """What calibration slopes a perfectly calibrated model gives on ``n`` patients
+    (:func:`calibration_slope_sampling`)."""
+
+    n: int
+    events: int | None  # outcomes drawn with exactly this many events; None: unconditional draws
+    n_sim: int
+    quantiles: dict[str, float]  # of the estimable slopes: "2.5", "25", "50", "75", "97.5" (percent)
+    band: tuple[float, float]
+    share_in_band: float  # of all draws; a slope that cannot be estimated is outside any band
+    share_not_estimable: float
+    observed: float | None = None  # a measured slope, if given
+    share_as_extreme: float | None = None  # of all draws: slope >= observed if observed >= 1, else <= observed
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def calibration_slope_sampling(
+    prob,
+    n_sim: int = 2000,
+    events: int | None = None,
+    band: tuple[float, float] = (0.7, 1.3),
+    seed: int = 0,
+    observed: float | None = None,
+) -> SlopeSampling:
+    """The sampling distribution of the calibration slope when ``prob`` are the patients' true risks.
+
+    Outcomes are drawn from ``prob`` itself (so intercept 0 and slope 1 are true), ``n_sim`` times; with
+    ``events``, only draws with exactly that many events are kept (a stratified split fixes the count).
+    Each draw's slope is fitted as :func:`calibration_intercept_slope` fits it. Returns its quantiles and
+    how often it falls in ``band``: how far from 1 a slope measured on these patients may lie by chance.
+    With ``observed`` (a slope measured on these patients), also how often a calibrated model gives one at
+    least as far from 1 on the same side. Uses the probabilities only, never observed outcomes.
+    """
+    p = np.asarray(prob, dtype=np.float64)
+    if p.ndim != 1 or len(p) < 3:
+        raise ValueError("prob must be one-dimensional with at least 3 patients")
+    if not np.all((p > 0) & (p < 1)):
+        raise ValueError("probabilities must lie strictly between 0 and 1 (a 0 or 1 has no logit)")
+    if events is not None and not 0 < events < len(p):
+        raise ValueError(f"events must lie between 1 and {len(p) - 1}, got {events}")
+    rng = np.random.default_rng(seed)
+    kept: list[np.ndarray] = []
+    n_kept = 0
+    for _ in range(1000):
+        draws = (rng.random((max(n_sim, 1000), len(p))) < p).astype(np.float64)
+        if events is not None:
+            draws = draws[draws.sum(axis=1) == events]
+        kept.append(draws)
+        n_kept += len(draws)
+        if n_kept >= n_sim:
+            break
+    else:
+        raise ValueError(f"fewer than {n_sim} draws with {events} events in 1000 batches: the risks make that count too rare")
+    Y = np.concatenate(kept)[:n_sim]
+    slopes = recalibration_slopes(np.log(p / (1 - p)), Y)
+    finite = slopes[np.isfinite(slopes)]
+    levels = (2.5, 25.0, 50.0, 75.0, 97.5)
+    values = np.percentile(finite, levels) if len(finite) else np.full(len(levels), np.nan)
+    return SlopeSampling(
+        n=len(p),
+        events=events,
+        n_sim=n_sim,
+        quantiles={f"{q:g}": float(v) for q, v in zip(levels, values, strict=True)},
+        band=(float(band[0]), float(band[1])),
+        share_in_band=float(np.mean((slopes >= band[0]) & (slopes <= band[1]))),
+        share_not_estimable=float(np.mean(~np.isfinite(slopes))),
+        observed=None if observed is None else float(observed),
+        share_as_extreme=None
+        if observed is None
+        else float(np.mean(slopes >= observed) if observed >= 1 else np.mean(slopes <= observed)),
+    )
+
+
 def net_benefit(y, prob, thresholds) -> np.ndarray:
     """Net benefit of treating patients with prob >= pt: TP/n - FP/n * pt / (1 - pt) (Vickers & Elkin 2006)."""
     y, (p,) = _check_binary(y, prob)
