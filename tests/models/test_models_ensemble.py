@@ -27,16 +27,17 @@ def _table(n=160, p=40, seed=0, kind="linear"):
     return X, y
 
 
-@pytest.mark.parametrize("repeats", [1, 2])
-def test_linear_cv_scores_are_out_of_fold_and_c_is_the_best_mean_fold_auc(repeats):
+@pytest.mark.parametrize(("repeats", "solver"), [(1, "lbfgs"), (2, "lbfgs"), (1, "liblinear")])
+def test_linear_cv_scores_are_out_of_fold_and_c_is_the_best_mean_fold_auc(repeats, solver):
     X, y = _table()
-    model = LinearTreeStack(n_estimators=50, cv_repeats=repeats, random_state=0).fit(X, y)
+    kw = {} if solver == "lbfgs" else {"linear_solver": solver}  # lbfgs: the default
+    model = LinearTreeStack(n_estimators=50, cv_repeats=repeats, random_state=0, **kw).fit(X, y)
     # Reference: the same folds and grid by hand.
     Z = StandardScaler().fit_transform(X)
     folds = list(RepeatedStratifiedKFold(n_splits=5, n_repeats=repeats, random_state=0).split(Z, y))
     means, oof, fold_models = [], [], []
     for C in model.Cs:
-        models = [LogisticRegression(C=C, solver="liblinear").fit(Z[t], y[t]) for t, _ in folds]
+        models = [LogisticRegression(C=C, solver=solver, max_iter=5000).fit(Z[t], y[t]) for t, _ in folds]
         means.append(np.mean([roc_auc_score(y[v], m.decision_function(Z[v])) for m, (_, v) in zip(models, folds, strict=True)]))
         scores = np.zeros(len(y))
         for m, (_, v) in zip(models, folds, strict=True):
@@ -186,8 +187,9 @@ def test_lbfgs_linear_member_centres_its_log_odds_on_the_prevalence():
     y = np.where(np.arange(len(y)) % 4 == 0, y, 0)  # prevalence well below 0.5
     prior = np.log(y.mean()) - np.log1p(-y.mean())
     kw = dict(Cs=(1e-4,), n_estimators=20, random_state=0)
-    liblinear = LinearTreeStack(**kw).fit(X, y)
-    lbfgs = LinearTreeStack(linear_solver="lbfgs", **kw).fit(X, y)
+    liblinear = LinearTreeStack(linear_solver="liblinear", **kw).fit(X, y)
+    lbfgs = LinearTreeStack(**kw).fit(X, y)  # the default
+    assert lbfgs.linear_solver == "lbfgs"
     assert prior < -1.5
     assert abs(liblinear.honest_scores_[:, 0].mean()) < 0.1 and abs(liblinear.linear_intercept_) < 0.1
     assert abs(lbfgs.honest_scores_[:, 0].mean() - prior) < 0.1 and abs(lbfgs.linear_intercept_ - prior) < 0.1

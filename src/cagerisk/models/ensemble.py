@@ -117,7 +117,7 @@ class LinearTreeStack(ClassifierMixin, BaseEstimator):
         min_samples_leaf: int = 1,
         combine: str = "select",
         calibration: str = "platt",
-        linear_solver: str = "liblinear",
+        linear_solver: str = "lbfgs",
         random_state: int | None = None,
     ):
         self.combine = combine
