@@ -32,11 +32,10 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.special import expit
 
-from cagerisk.evaluation import calibration_slope_sampling, recalibration_slopes
+from cagerisk.evaluation import SlopeSampling, calibration_slope_sampling, recalibration_slopes
 
 # The paper cohort's splits (305 patients, 214 / 61 / 30; val + test = the held-out 91): (name, n, events)
 PAPER_SPLITS = (("train", 214, 43), ("val", 61, 13), ("test", 30, 6), ("val+test", 91, 19))
-LEVELS = (2.5, 25.0, 50.0, 75.0, 97.5)
 
 
 def calibrated_logit_normal(auc: float, prevalence: float, pool: int = 200_000, seed: int = 0):
@@ -58,7 +57,7 @@ def calibrated_logit_normal(auc: float, prevalence: float, pool: int = 200_000, 
     return mu_for(sigma), sigma, z
 
 
-def parametric(n: int, events: int, auc: float, prevalence: float, n_sim: int, band, seed: int) -> dict:
+def parametric(n: int, events: int, auc: float, prevalence: float, n_sim: int, band, seed: int) -> SlopeSampling:
     """Slopes of a calibrated logit-normal model on ``n`` new patients per replicate, ``events`` of them
     cases: cases drawn from the pool with weight risk, controls with weight 1 - risk (exactly the
     conditional distributions given the outcome)."""
@@ -70,25 +69,15 @@ def parametric(n: int, events: int, auc: float, prevalence: float, n_sim: int, b
     controls = rng.choice(len(z), size=(n_sim, n - events), p=(1 - risk) / (1 - risk).sum())
     L = logit[np.concatenate([cases, controls], axis=1)]
     Y = np.concatenate([np.ones((n_sim, events)), np.zeros((n_sim, n - events))], axis=1)
-    slopes = recalibration_slopes(L, Y)
-    finite = slopes[np.isfinite(slopes)]
-    return {
-        "n": n,
-        "events": events,
-        "quantiles": dict(zip((f"{q:g}" for q in LEVELS), np.percentile(finite, LEVELS), strict=True)),
-        "share_in_band": float(np.mean((slopes >= band[0]) & (slopes <= band[1]))),
-        "share_not_estimable": float(np.mean(~np.isfinite(slopes))),
-        "mu": mu,
-        "sigma": sigma,
-    }
+    return SlopeSampling.of(recalibration_slopes(L, Y), n, events, band)
 
 
-def line(name: str, n: int, events, result: dict, band) -> str:
-    q = result["quantiles"]
+def line(name: str, result: SlopeSampling) -> str:
+    events = result.events if result.events is not None else "-"
     return (
-        f"{name:<10} {n:>4} {events if events is not None else '-':>6} "
-        + " ".join(f"{q[f'{level:g}']:>6.2f}" for level in LEVELS)
-        + f" {result['share_in_band']:>9.3f} {result['share_not_estimable']:>8.3f}"
+        f"{name:<10} {result.n:>4} {events:>6} "
+        + " ".join(f"{q:>6.2f}" for q in result.quantiles.values())
+        + f" {result.share_in_band:>9.3f} {result.share_not_estimable:>8.3f}"
     )
 
 
@@ -109,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     band = tuple(args.band)
     head = (
         f"{'split':<10} {'n':>4} {'events':>6} "
-        + " ".join(f"{f'q{level:g}':>6}" for level in LEVELS)
+        + " ".join(f"{f'q{level:g}':>6}" for level in SlopeSampling.LEVELS)
         + f" {f'in {band[0]:g}-{band[1]:g}':>9} {'no slope':>8}"
     )
     if args.scores:
@@ -134,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"true risks: {args.scores} column {args.column!r}" + (f", split {args.split!r}" if args.split else ""))
         print(f"a calibrated model on these {len(prob)} patients, {args.sims} outcome draws:\n")
         print(head)
-        print(line(args.split or "all", len(prob), args.events, result.as_dict(), band))
+        print(line(args.split or "all", result))
         if result.observed is not None:
             side = ">=" if result.observed >= 1 else "<="
             print(f"\nslope {side} {result.observed:g} in {result.share_as_extreme:.3f} of the draws")
@@ -146,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     print(head)
     for name, n, events in splits:
         result = parametric(n, events, args.auc, args.prevalence, args.sims, band, args.seed)
-        print(line(name, n, events, result, band))
+        print(line(name, result))
     return 0
 
 

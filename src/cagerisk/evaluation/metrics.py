@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -456,15 +457,37 @@ class SlopeSampling:
     n: int
     events: int | None  # outcomes drawn with exactly this many events; None: unconditional draws
     n_sim: int
-    quantiles: dict[str, float]  # of the estimable slopes: "2.5", "25", "50", "75", "97.5" (percent)
+    quantiles: dict[str, float]  # of the estimable slopes, at LEVELS: "2.5", "25", "50", "75", "97.5"
     band: tuple[float, float]
     share_in_band: float  # of all draws; a slope that cannot be estimated is outside any band
     share_not_estimable: float
     observed: float | None = None  # a measured slope, if given
     share_as_extreme: float | None = None  # of all draws: slope >= observed if observed >= 1, else <= observed
+    LEVELS: ClassVar[tuple[float, ...]] = (2.5, 25.0, 50.0, 75.0, 97.5)  # the quantiles' levels, percent
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
+
+    @classmethod
+    def of(
+        cls, slopes: np.ndarray, n: int, events: int | None, band: tuple[float, float], observed: float | None = None
+    ) -> SlopeSampling:
+        """The summary of ``slopes`` (one per draw, NaN where not estimable) drawn on ``n`` patients."""
+        finite = slopes[np.isfinite(slopes)]
+        values = np.percentile(finite, cls.LEVELS) if len(finite) else np.full(len(cls.LEVELS), np.nan)
+        return cls(
+            n=n,
+            events=events,
+            n_sim=len(slopes),
+            quantiles={f"{q:g}": float(v) for q, v in zip(cls.LEVELS, values, strict=True)},
+            band=(float(band[0]), float(band[1])),
+            share_in_band=float(np.mean((slopes >= band[0]) & (slopes <= band[1]))),
+            share_not_estimable=float(np.mean(~np.isfinite(slopes))),
+            observed=None if observed is None else float(observed),
+            share_as_extreme=None
+            if observed is None
+            else float(np.mean(slopes >= observed) if observed >= 1 else np.mean(slopes <= observed)),
+        )
 
 
 def calibration_slope_sampling(
@@ -506,22 +529,7 @@ def calibration_slope_sampling(
         raise ValueError(f"fewer than {n_sim} draws with {events} events in 1000 batches: the risks make that count too rare")
     Y = np.concatenate(kept)[:n_sim]
     slopes = recalibration_slopes(np.log(p / (1 - p)), Y)
-    finite = slopes[np.isfinite(slopes)]
-    levels = (2.5, 25.0, 50.0, 75.0, 97.5)
-    values = np.percentile(finite, levels) if len(finite) else np.full(len(levels), np.nan)
-    return SlopeSampling(
-        n=len(p),
-        events=events,
-        n_sim=n_sim,
-        quantiles={f"{q:g}": float(v) for q, v in zip(levels, values, strict=True)},
-        band=(float(band[0]), float(band[1])),
-        share_in_band=float(np.mean((slopes >= band[0]) & (slopes <= band[1]))),
-        share_not_estimable=float(np.mean(~np.isfinite(slopes))),
-        observed=None if observed is None else float(observed),
-        share_as_extreme=None
-        if observed is None
-        else float(np.mean(slopes >= observed) if observed >= 1 else np.mean(slopes <= observed)),
-    )
+    return SlopeSampling.of(slopes, len(p), events, band, observed)
 
 
 def net_benefit(y, prob, thresholds) -> np.ndarray:
