@@ -23,32 +23,17 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_tables import DATA, TABLES, run_table  # noqa: E402
+from real_tables import DATA, TABLES, readme_et, readme_lr, run_table  # noqa: E402
 
 
 def baselines(seeds: list[int]):
     """name -> fit: the README's two baselines, then each re-seeded."""
-    from sklearn.ensemble import ExtraTreesClassifier
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegressionCV
     from sklearn.model_selection import StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
-    def lr(cv):
-        return lambda X, y: make_pipeline(
-            SimpleImputer(strategy="median"), StandardScaler(), LogisticRegressionCV(Cs=10, cv=cv, scoring="roc_auc")
-        ).fit(X, y)
-
-    def et(seed):
-        return lambda X, y: make_pipeline(SimpleImputer(strategy="median"), ExtraTreesClassifier(500, random_state=seed)).fit(
-            X, y
-        )
-
-    fits = {"L2-LR": lr(5), "ET": et(0)}
+    fits = {"L2-LR": readme_lr(), "ET": readme_et()}
     for seed in seeds:
-        fits[f"L2-LR@{seed}"] = lr(StratifiedKFold(5, shuffle=True, random_state=seed))
-        fits[f"ET@{seed}"] = et(seed)
+        fits[f"L2-LR@{seed}"] = readme_lr(StratifiedKFold(5, shuffle=True, random_state=seed))
+        fits[f"ET@{seed}"] = readme_et(seed)
     return fits
 
 
