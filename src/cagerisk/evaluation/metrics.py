@@ -394,7 +394,7 @@ def calibration_intercept_slope(y, prob, level: float = 0.95, eps: float = 1e-10
     if np.ptp(lp) == 0:
         notes.append("every prediction is the same: no slope")
         b = b_low = b_high = nan
-    elif lp[y == 0].max() < lp[y == 1].min() or lp[y == 1].max() < lp[y == 0].min():
+    elif _separated(lp, y)[0]:
         notes.append("the predictions separate the outcomes perfectly: the slope is infinite")
         b = b_low = b_high = nan
     else:
@@ -406,6 +406,16 @@ def calibration_intercept_slope(y, prob, level: float = 0.95, eps: float = 1e-10
     if n_clipped:
         notes.append(f"{n_clipped} probabilit{'y' if n_clipped == 1 else 'ies'} of exactly 0 or 1 clipped to {eps:g}")
     return CalibrationFit(a, a_low, a_high, b, b_low, b_high, len(y), n_clipped, "; ".join(notes))
+
+
+def _separated(logits, outcomes) -> np.ndarray:
+    """Per row of ``outcomes`` (0/1; ``logits`` of the same or a broadcastable shape): every case above every
+    control, or every case below, so the logistic slope is infinite (also True where one outcome is absent)."""
+    Y = np.atleast_2d(outcomes)
+    L = np.broadcast_to(logits, Y.shape)
+    high0, low0 = np.where(Y == 0, L, -np.inf).max(axis=1), np.where(Y == 0, L, np.inf).min(axis=1)
+    high1, low1 = np.where(Y == 1, L, -np.inf).max(axis=1), np.where(Y == 1, L, np.inf).min(axis=1)
+    return (high0 < low1) | (high1 < low0)
 
 
 def recalibration_slopes(logits, outcomes, max_iter: int = 50, tol: float = 1e-10) -> np.ndarray:
@@ -424,11 +434,7 @@ def recalibration_slopes(logits, outcomes, max_iter: int = 50, tol: float = 1e-1
         raise ValueError("logits contain NaN or infinite values")
     cases = Y.sum(axis=1)
     one_class = (cases == 0) | (cases == Y.shape[1])
-    high0 = np.where(Y == 0, L, -np.inf).max(axis=1)
-    low1 = np.where(Y == 1, L, np.inf).min(axis=1)
-    high1 = np.where(Y == 1, L, -np.inf).max(axis=1)
-    low0 = np.where(Y == 0, L, np.inf).min(axis=1)
-    bad = one_class | (np.ptp(L, axis=1) == 0) | (high0 < low1) | (high1 < low0)
+    bad = one_class | (np.ptp(L, axis=1) == 0) | _separated(L, Y)
     a = np.zeros(len(Y))
     b = np.ones(len(Y))
     converged = np.zeros(len(Y), dtype=bool)
